@@ -1,0 +1,295 @@
+package ring
+
+import (
+	"errors"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/partita-hv/partita/vmbus/packet"
+)
+
+// ErrClosed is returned by an Endpoint (and by Waiters) after Close.
+var ErrClosed = errors.New("ring: closed")
+
+// Signaler raises an interrupt at the peer of a channel: HvSignalEvent from
+// a guest, a SynIC event flag plus interrupt from the host, an eventfd write
+// across processes.
+type Signaler interface {
+	Signal() error
+}
+
+// Waiter blocks until the peer signals this side, or returns an error once
+// it is closed. A channel has one interrupt for both directions, so one
+// Waiter serves both "data arrived" and "space freed".
+type Waiter interface {
+	Wait() error
+}
+
+// Event is an in-process Signaler and Waiter: a level-triggered doorbell
+// that coalesces signals until the next Wait.
+type Event struct {
+	ch   chan struct{}
+	done chan struct{}
+	once sync.Once
+}
+
+// NewEvent returns an unsignalled Event.
+func NewEvent() *Event {
+	return &Event{ch: make(chan struct{}, 1), done: make(chan struct{})}
+}
+
+// Signal wakes the waiter, or leaves the event set if none waits.
+func (e *Event) Signal() error {
+	select {
+	case e.ch <- struct{}{}:
+	default:
+	}
+	return nil
+}
+
+// Wait blocks until the event is signalled or closed.
+func (e *Event) Wait() error {
+	select {
+	case <-e.ch:
+		return nil
+	case <-e.done:
+		return ErrClosed
+	}
+}
+
+// Close makes Wait return ErrClosed, now and later.
+func (e *Event) Close() error {
+	e.once.Do(func() { close(e.done) })
+	return nil
+}
+
+// Stats counts an endpoint's traffic. Read it with Endpoint.Stats.
+type Stats struct {
+	PacketsSent     uint64
+	PacketsReceived uint64
+	SignalsSent     uint64 // interrupts raised at the peer
+	Wakeups         uint64 // interrupts received from the peer
+	SendBlocked     uint64 // sends that found the ring full and waited
+}
+
+// Endpoint is one side of a channel: a Reader on the inbound ring, a Writer
+// on the outbound ring, the doorbell to the peer and the wait for the
+// peer's doorbell. It applies the signalling rules: it signals the peer only
+// when the ring rules say so, keeps its inbound ring masked while it is
+// draining, commits reads in batches, and before sleeping spins for a short
+// while so that a busy channel runs without interrupts.
+//
+// Send may be called from one goroutine and Recv from another at the same
+// time; neither is safe for concurrent use with itself.
+type Endpoint struct {
+	in   *Reader
+	out  *Writer
+	peer Signaler
+	wait Waiter
+
+	// Spin is how long Recv and Send poll before they sleep on the peer's
+	// doorbell. Zero means sleep at once.
+	spin time.Duration
+	// commitEvery bounds the bytes read before the read index is published.
+	commitEvery int
+	// masked mirrors the inbound ring's interrupt_mask; owned by Recv.
+	masked bool
+
+	data  chan struct{} // wakes Recv
+	space chan struct{} // wakes Send
+	done  chan struct{} // closed when the wait loop ends
+	err   error         // why the wait loop ended; written before done closes
+
+	sent, received, signals, wakeups, blocked atomic.Uint64
+}
+
+// EndpointConfig tunes an Endpoint.
+type EndpointConfig struct {
+	// Spin before sleeping; see Endpoint.
+	Spin time.Duration
+}
+
+// NewEndpoint joins the rings and doorbells of one side of a channel and
+// starts the goroutine that waits for the peer's interrupts.
+func NewEndpoint(in *Reader, out *Writer, peer Signaler, wait Waiter, cfg EndpointConfig) *Endpoint {
+	e := &Endpoint{
+		in: in, out: out, peer: peer, wait: wait,
+		spin:        cfg.Spin,
+		commitEvery: in.DataSize() / 4,
+		data:        make(chan struct{}, 1),
+		space:       make(chan struct{}, 1),
+		done:        make(chan struct{}),
+	}
+	in.SetInterruptMask(false)
+	go e.waitLoop()
+	return e
+}
+
+// waitLoop turns the peer's doorbell into wake-ups for Recv and Send.
+func (e *Endpoint) waitLoop() {
+	for {
+		if err := e.wait.Wait(); err != nil {
+			e.err = err
+			close(e.done)
+			return
+		}
+		e.wakeups.Add(1)
+		kick(e.data)
+		kick(e.space)
+	}
+}
+
+func kick(c chan struct{}) {
+	select {
+	case c <- struct{}{}:
+	default:
+	}
+}
+
+// Stats returns the endpoint's counters.
+func (e *Endpoint) Stats() Stats {
+	return Stats{
+		PacketsSent:     e.sent.Load(),
+		PacketsReceived: e.received.Load(),
+		SignalsSent:     e.signals.Load(),
+		Wakeups:         e.wakeups.Load(),
+		SendBlocked:     e.blocked.Load(),
+	}
+}
+
+func (e *Endpoint) signal() error {
+	e.signals.Add(1)
+	return e.peer.Signal()
+}
+
+// closedErr reports the wait loop's end as ErrClosed.
+func (e *Endpoint) closedErr() error {
+	if errors.Is(e.err, ErrClosed) || e.err == nil {
+		return ErrClosed
+	}
+	return errors.Join(ErrClosed, e.err)
+}
+
+// Send writes one packet, waiting for space while the ring is full.
+func (e *Endpoint) Send(t packet.Type, flags uint16, transID uint64, ext, payload []byte) error {
+	armed := false
+	for {
+		sig, err := e.out.Write(t, flags, transID, ext, payload)
+		if err == nil {
+			if armed {
+				e.out.SetPendingSend(0)
+			}
+			e.sent.Add(1)
+			if sig {
+				return e.signal()
+			}
+			return nil
+		}
+		if !errors.Is(err, ErrFull) {
+			return err
+		}
+		if !armed {
+			// Ask the reader to signal when enough is free, then retry once
+			// before sleeping in case it freed space in between.
+			e.out.SetPendingSend(Need(len(ext), len(payload)))
+			armed = true
+			e.blocked.Add(1)
+			continue
+		}
+		if e.poll(func() bool { return e.out.fits(len(ext), len(payload)) }) {
+			continue
+		}
+		select {
+		case <-e.space:
+		case <-e.done:
+			return e.closedErr()
+		}
+	}
+}
+
+// fits reports whether a packet with these sizes would fit now.
+func (w *Writer) fits(extLen, payloadLen int) bool {
+	rd := load(w.r.hdr, offReadIndex)
+	return w.r.checkIndex("read_index", rd) != nil || w.free(rd) > Need(extLen, payloadLen)
+}
+
+// Recv reads the next packet into p (see Reader.Read), waiting while the
+// ring is empty.
+func (e *Endpoint) Recv(p []byte) (int, error) {
+	for {
+		n, err := e.in.Read(p)
+		if err == nil {
+			e.received.Add(1)
+			if !e.masked {
+				// Draining: the writer need not interrupt us.
+				e.in.SetInterruptMask(true)
+				e.masked = true
+			}
+			if e.in.Pending() >= e.commitEvery {
+				if err := e.commit(); err != nil {
+					return 0, err
+				}
+			}
+			return n, nil
+		}
+		if !errors.Is(err, ErrEmpty) {
+			return 0, err
+		}
+		// Drained: publish the batch so a blocked writer can go on.
+		if err := e.commit(); err != nil {
+			return 0, err
+		}
+		if e.poll(e.hasData) {
+			continue
+		}
+		// Unmask, then re-check: a packet written before the unmask was
+		// not signalled.
+		e.in.SetInterruptMask(false)
+		e.masked = false
+		if e.hasData() {
+			continue
+		}
+		select {
+		case <-e.data:
+		case <-e.done:
+			return 0, e.closedErr()
+		}
+	}
+}
+
+func (e *Endpoint) hasData() bool {
+	ok, err := e.in.Available()
+	return ok || err != nil // let Read report the corruption
+}
+
+// poll spins for up to the configured time until cond holds.
+func (e *Endpoint) poll(cond func() bool) bool {
+	if e.spin <= 0 {
+		return false
+	}
+	deadline := time.Now().Add(e.spin)
+	for i := 0; ; i++ {
+		if cond() {
+			return true
+		}
+		if i%64 == 63 && time.Now().After(deadline) {
+			return false
+		}
+		runtime.Gosched()
+	}
+}
+
+func (e *Endpoint) commit() error {
+	if e.in.Commit() {
+		return e.signal()
+	}
+	return nil
+}
+
+// Flush publishes reads that Recv has not committed yet.
+func (e *Endpoint) Flush() error { return e.commit() }
+
+// Done is closed when the endpoint's doorbell is closed.
+func (e *Endpoint) Done() <-chan struct{} { return e.done }
