@@ -229,19 +229,30 @@ func (w *Writer) write(d packet.Descriptor, ext, payload []byte) (bool, error) {
 		}
 	}
 
-	var desc [packet.DescriptorSize]byte
-	d.Put(desc[:])
 	old := w.wr
-	off := w.r.copyIn(old, desc[:])
-	off = w.r.copyIn(off, ext)
-	off = w.r.copyIn(off, payload)
-	if pad := d.Size() - packet.DescriptorSize - len(ext) - len(payload); pad > 0 {
-		var zeros [8]byte
-		off = w.r.copyIn(off, zeros[:pad])
+	if end := old + total; end <= w.r.size {
+		// Fast path: the packet does not wrap; build it in place.
+		b := w.r.data[old:end]
+		d.Put(b)
+		n := copy(b[packet.DescriptorSize:], ext)
+		n += copy(b[packet.DescriptorSize+n:], payload)
+		clear(b[packet.DescriptorSize+n : d.Size()])
+		binary.LittleEndian.PutUint64(b[d.Size():], uint64(old)<<32)
+		w.wr = w.r.advance(old, total)
+	} else {
+		var desc [packet.DescriptorSize]byte
+		d.Put(desc[:])
+		off := w.r.copyIn(old, desc[:])
+		off = w.r.copyIn(off, ext)
+		off = w.r.copyIn(off, payload)
+		if pad := d.Size() - packet.DescriptorSize - len(ext) - len(payload); pad > 0 {
+			var zeros [8]byte
+			off = w.r.copyIn(off, zeros[:pad])
+		}
+		var trailer [trailerSize]byte
+		binary.LittleEndian.PutUint64(trailer[:], uint64(old)<<32)
+		w.wr = w.r.copyIn(off, trailer[:])
 	}
-	var trailer [trailerSize]byte
-	binary.LittleEndian.PutUint64(trailer[:], uint64(old)<<32)
-	w.wr = w.r.copyIn(off, trailer[:])
 
 	// The atomic store publishes the packet bytes before the index.
 	store(w.r.hdr, offWriteIndex, w.wr)
