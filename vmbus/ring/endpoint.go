@@ -2,6 +2,7 @@ package ring
 
 import (
 	"errors"
+	"fmt"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -293,3 +294,22 @@ func (e *Endpoint) Flush() error { return e.commit() }
 
 // Done is closed when the endpoint's doorbell is closed.
 func (e *Endpoint) Done() <-chan struct{} { return e.done }
+
+// Notify signals the peer regardless of the ring rules (for example to make
+// it look at a ring after a reset).
+func (e *Endpoint) Notify() error { return e.signal() }
+
+// Drained reports whether the peer has consumed everything this side sent.
+func (e *Endpoint) Drained() bool { return e.out.drained() }
+
+// String describes both rings' shared header words, for diagnostics. It
+// only reads shared memory atomically, so it is safe at any time.
+func (e *Endpoint) String() string {
+	return fmt.Sprintf("in{%v} out{%v}", headerString(e.in.r.hdr), headerString(e.out.r.hdr))
+}
+
+func headerString(hdr []byte) string {
+	return fmt.Sprintf("write=%#x read=%#x mask=%d pending=%#x features=%#x",
+		load(hdr, offWriteIndex), load(hdr, offReadIndex), load(hdr, offInterruptMask),
+		load(hdr, offPendingSend), load(hdr, offFeatureBits))
+}

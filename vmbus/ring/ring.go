@@ -272,6 +272,10 @@ func (w *Writer) free(rd uint32) uint32 {
 	return w.r.size - w.r.used(w.wr, rd)
 }
 
+// drained reports whether the reader has published a read index equal to
+// our write index.
+func (w *Writer) drained() bool { return load(w.r.hdr, offReadIndex) == w.wr }
+
 // SetPendingSend tells the reader that the writer is blocked until n bytes
 // are free (n rounded up to 8); 0 says it no longer waits. After setting it a
 // writer must retry its write before sleeping, to close the race with a
