@@ -133,7 +133,7 @@ func TestConnectOfferOpenEcho(t *testing.T) {
 	const n = 20000
 	errc := make(chan error, 1)
 	go func() { errc <- echo.Drain(ch.Endpoint(), n) }()
-	if err := echo.Send(ch.Endpoint(), n, echo.Mixed, 1, true); err != nil {
+	if err := echo.Send(ch.Endpoint(), n, echo.Mixed, 1, echo.Options{Completions: true}); err != nil {
 		t.Fatal(err)
 	}
 	if err := <-errc; err != nil {
@@ -150,7 +150,7 @@ func TestConnectOfferOpenEcho(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := echo.Send(ch.Endpoint(), 10, echo.Fixed(100), 2, false); err != nil {
+	if err := echo.Send(ch.Endpoint(), 10, echo.Fixed(100), 2, echo.Options{}); err != nil {
 		t.Fatal(err)
 	}
 	if err := c.Disconnect(); err != nil {
@@ -354,13 +354,13 @@ func TestCorruptRingClosesOnlyThatChannel(t *testing.T) {
 		t.Fatal(err)
 	}
 	// One good packet, then garbage in the guest-to-host ring header.
-	if err := echo.Send(bad.Endpoint(), 1, echo.Fixed(8), 1, false); err != nil {
+	if err := echo.Send(bad.Endpoint(), 1, echo.Fixed(8), 1, echo.Options{}); err != nil {
 		t.Fatal(err)
 	}
 	scribble(t, p, bad)
 	waitFor(t, func() bool { return p.srv.Stats().ChannelFailures == 1 })
 	waitFor(t, func() bool { return len(c.Offers()) == 1 })
-	if err := echo.Send(ok.Endpoint(), 1000, echo.Mixed, 3, false); err != nil {
+	if err := echo.Send(ok.Endpoint(), 1000, echo.Mixed, 3, echo.Options{}); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, func() bool { n, _, _ := good.Stats(); return n == 1000 })
@@ -489,7 +489,8 @@ func runGuest(mode string) error {
 	if size > 0 {
 		sizes = echo.Fixed(size)
 	}
-	res, err := echo.RunGuest(c, 64, count, sizes, mode == "echo")
+	opt := echo.Options{Completions: mode == "echo", NoChecksum: mode == "bench"}
+	res, err := echo.RunGuest(c, 64, count, sizes, opt)
 	if err != nil {
 		return err
 	}

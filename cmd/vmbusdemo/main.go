@@ -118,7 +118,7 @@ func guest(log hclog.Logger, packets, size int, completions bool) error {
 	if size > 0 {
 		sizes = echo.Fixed(size)
 	}
-	res, err := echo.RunGuest(c, 64, packets, sizes, completions)
+	res, err := echo.RunGuest(c, 64, packets, sizes, echo.Options{Completions: completions})
 	if err != nil {
 		return err
 	}

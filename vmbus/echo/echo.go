@@ -13,7 +13,10 @@
 //	+16 data
 //
 // A packet that breaks the format is a hostile guest: the device fails the
-// channel (the server closes and rescinds it) and counts it.
+// channel (the server closes and rescinds it) and counts it. A device with
+// SkipDataCheck set checks sequence numbers and lengths but not the CRC, so
+// benchmarks measure the transport rather than checksumming; senders then
+// pass Options.NoChecksum and leave the CRC zero.
 package echo
 
 import (
@@ -47,6 +50,10 @@ var ErrStream = errors.New("echo: bad stream packet")
 
 // Device is the host side. One Device serves one channel at a time.
 type Device struct {
+	// SkipDataCheck turns off CRC verification (sequence numbers and
+	// lengths are still checked). For benchmarks.
+	SkipDataCheck bool
+
 	received atomic.Uint64
 	bytes    atomic.Uint64
 	faults   atomic.Uint64
@@ -106,7 +113,7 @@ func (d *Device) serve(ch *host.Channel, done chan struct{}) {
 			}
 			return
 		}
-		data, err := check(buf[:n], &p, seq)
+		data, err := d.check(buf[:n], &p, seq)
 		if err != nil {
 			d.faults.Add(1)
 			ch.Fail(err)
@@ -126,16 +133,21 @@ func (d *Device) serve(ch *host.Channel, done chan struct{}) {
 }
 
 // check parses one stream packet and verifies it is number seq.
-func check(b []byte, p *packet.Packet, seq uint64) ([]byte, error) {
+func (d *Device) check(b []byte, p *packet.Packet, seq uint64) ([]byte, error) {
 	if err := packet.Parse(b, p); err != nil {
 		return nil, err
 	}
-	return CheckPayload(p.Payload, seq, p.TransID)
+	return checkPayload(p.Payload, seq, p.TransID, !d.SkipDataCheck)
 }
 
 // CheckPayload verifies a stream payload (with any tail padding) against
-// the expected sequence number and transaction id, and returns its data.
+// the expected sequence number and transaction id, CRC included, and
+// returns its data.
 func CheckPayload(payload []byte, seq, transID uint64) ([]byte, error) {
+	return checkPayload(payload, seq, transID, true)
+}
+
+func checkPayload(payload []byte, seq, transID uint64, crc bool) ([]byte, error) {
 	if len(payload) < HeaderSize {
 		return nil, fmt.Errorf("%w: %d-byte payload", ErrStream, len(payload))
 	}
@@ -148,7 +160,7 @@ func CheckPayload(payload []byte, seq, transID uint64) ([]byte, error) {
 		return nil, fmt.Errorf("%w: length %d in %d-byte payload", ErrStream, n, len(payload))
 	}
 	data := payload[HeaderSize : HeaderSize+n]
-	if crc32.ChecksumIEEE(data) != binary.LittleEndian.Uint32(payload[8:]) {
+	if crc && crc32.ChecksumIEEE(data) != binary.LittleEndian.Uint32(payload[8:]) {
 		return nil, fmt.Errorf("%w: checksum of packet %d", ErrStream, seq)
 	}
 	return data, nil
@@ -173,14 +185,30 @@ func Mixed(r *rand.Rand) int {
 	return 8 * r.IntN(4)
 }
 
+// Options shape a stream.
+type Options struct {
+	// Completions asks for a completion per packet; the caller must run
+	// Drain concurrently.
+	Completions bool
+	// NoChecksum leaves the CRC zero, for a device with SkipDataCheck.
+	NoChecksum bool
+}
+
+// blockSize is the random block packet data is cut from.
+const blockSize = 1 << 20
+
 // Send streams count packets of the given sizes over ep, starting at
-// sequence 0. With completions set, every packet asks for a completion and
-// the caller must drain them (see Drain) concurrently.
-func Send(ep *ring.Endpoint, count int, sizes Sizes, seed uint64, completions bool) error {
+// sequence 0. Packet data is cut from a random block at a rotating offset,
+// so every packet differs without costing a random-number draw per byte.
+func Send(ep *ring.Endpoint, count int, sizes Sizes, seed uint64, opt Options) error {
 	r := rand.New(rand.NewPCG(seed, 7))
+	block := make([]byte, blockSize+MaxPacket)
+	for i := 0; i+8 <= len(block); i += 8 {
+		binary.LittleEndian.PutUint64(block[i:], r.Uint64())
+	}
 	buf := make([]byte, MaxPacket)
 	var flags uint16
-	if completions {
+	if opt.Completions {
 		flags = packet.FlagCompletionRequested
 	}
 	for seq := 0; seq < count; seq++ {
@@ -188,27 +216,21 @@ func Send(ep *ring.Endpoint, count int, sizes Sizes, seed uint64, completions bo
 		if HeaderSize+n+packet.DescriptorSize > MaxPacket {
 			return fmt.Errorf("echo: %d-byte packet exceeds %d", n, MaxPacket)
 		}
-		payload := Fill(buf[:HeaderSize+n], uint64(seq), r)
+		off := (seq * 4099) % blockSize
+		payload := buf[:HeaderSize+n]
+		copy(payload[HeaderSize:], block[off:off+n])
+		binary.LittleEndian.PutUint64(payload, uint64(seq))
+		var sum uint32
+		if !opt.NoChecksum {
+			sum = crc32.ChecksumIEEE(payload[HeaderSize:])
+		}
+		binary.LittleEndian.PutUint32(payload[8:], sum)
+		binary.LittleEndian.PutUint32(payload[12:], uint32(n))
 		if err := ep.Send(packet.TypeDataInband, flags, uint64(seq), nil, payload); err != nil {
 			return fmt.Errorf("send %d: %w", seq, err)
 		}
 	}
 	return nil
-}
-
-// Fill writes a stream packet numbered seq with random data into b (whose
-// length sets the size) and returns it.
-func Fill(b []byte, seq uint64, r *rand.Rand) []byte {
-	data := b[HeaderSize:]
-	for i := 0; i < len(data); i += 8 {
-		var w [8]byte
-		binary.LittleEndian.PutUint64(w[:], r.Uint64())
-		copy(data[i:], w[:])
-	}
-	binary.LittleEndian.PutUint64(b, seq)
-	binary.LittleEndian.PutUint32(b[8:], crc32.ChecksumIEEE(data))
-	binary.LittleEndian.PutUint32(b[12:], uint32(len(data)))
-	return b
 }
 
 // Drain receives count completions from the device and verifies each
@@ -243,9 +265,9 @@ type GuestResult struct {
 
 // RunGuest finds the echo offer, opens it with rings of ringPages pages each
 // way, streams count packets (with completions, checked as they return, if
-// completions is set), waits until the host has consumed everything and
+// opt asks for them), waits until the host has consumed everything and
 // closes the channel.
-func RunGuest(c *client.Client, ringPages, count int, sizes Sizes, completions bool) (GuestResult, error) {
+func RunGuest(c *client.Client, ringPages, count int, sizes Sizes, opt Options) (GuestResult, error) {
 	o, err := c.Find(InterfaceType)
 	if err != nil {
 		return GuestResult{}, err
@@ -258,12 +280,12 @@ func RunGuest(c *client.Client, ringPages, count int, sizes Sizes, completions b
 	ep := ch.Endpoint()
 	start := time.Now()
 	drained := make(chan error, 1)
-	if completions {
+	if opt.Completions {
 		go func() { drained <- Drain(ep, count) }()
 	} else {
 		drained <- nil
 	}
-	if err := Send(ep, count, sizes, 42, completions); err != nil {
+	if err := Send(ep, count, sizes, 42, opt); err != nil {
 		return GuestResult{}, err
 	}
 	if err := <-drained; err != nil {

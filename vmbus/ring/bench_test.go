@@ -2,8 +2,6 @@ package ring
 
 import (
 	"fmt"
-	"runtime"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -26,41 +24,29 @@ func BenchmarkCopy(b *testing.B) {
 	}
 }
 
-// BenchmarkCrossCoreCopy is the second reference: the bare cost of moving
-// blocks of each size from one goroutine to another through a 256 KiB
-// buffer, synchronised by two atomic counters and nothing else. With two
-// cores this is the physical limit any shared-memory ring between two
-// threads or processes runs into.
-func BenchmarkCrossCoreCopy(b *testing.B) {
+// BenchmarkRingOneCore writes packets until the ring is full, then reads
+// them all, on one goroutine: the ring's own cost per packet (two copies,
+// framing, index updates) without cross-core cache traffic.
+func BenchmarkRingOneCore(b *testing.B) {
 	for _, size := range benchSizes {
 		b.Run(fmt.Sprintf("%dB", size), func(b *testing.B) {
-			shared := make([]byte, 256<<10)
-			slots := len(shared) / size
-			src, dst := make([]byte, size), make([]byte, size)
-			var head, tail atomic.Uint64
+			w, r := pair(b, newMem(b, 64))
+			payload, buf := make([]byte, size), make([]byte, size+64)
 			b.SetBytes(int64(size))
-			b.ResetTimer()
-			done := make(chan struct{})
-			go func() {
-				defer close(done)
-				for i := 0; i < b.N; i++ {
-					for head.Load()-tail.Load() >= uint64(slots) {
-						runtime.Gosched()
+			for b.Loop() {
+				if _, err := w.Write(packet.TypeDataInband, 0, 0, nil, payload); err == nil {
+					continue
+				}
+				for {
+					if _, err := r.Read(buf); err != nil {
+						break
 					}
-					off := (i % slots) * size
-					copy(shared[off:off+size], src)
-					head.Add(1)
 				}
-			}()
-			for i := 0; i < b.N; i++ {
-				for tail.Load() == head.Load() {
-					runtime.Gosched()
+				r.Commit()
+				if _, err := w.Write(packet.TypeDataInband, 0, 0, nil, payload); err != nil {
+					b.Fatal(err)
 				}
-				off := (i % slots) * size
-				copy(dst, shared[off:off+size])
-				tail.Add(1)
 			}
-			<-done
 		})
 	}
 }
