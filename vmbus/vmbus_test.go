@@ -74,8 +74,9 @@ func (p *partition) offerEcho(t testing.TB, instance byte) (*echo.Device, *host.
 	return dev, ch
 }
 
-// dial connects an in-process guest to the partition.
-func (p *partition) dial(t testing.TB, versions ...chanmsg.Version) *client.Client {
+// attach maps the partition's memory a second time, as a guest process
+// would, and attaches a transport guest to it.
+func (p *partition) attach(t testing.TB) (*xproc.Guest, *memory.Memory) {
 	t.Helper()
 	fd, err := unix.Dup(int(p.mem.File().Fd()))
 	if err != nil {
@@ -90,14 +91,21 @@ func (p *partition) dial(t testing.TB, versions ...chanmsg.Version) *client.Clie
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { g.Close(); gmem.Close() })
-	c, err := connect(g, gmem, versions)
+	return g, gmem
+}
+
+// dial connects an in-process guest to the partition.
+func (p *partition) dial(t testing.TB, versions ...chanmsg.Version) *client.Client {
+	t.Helper()
+	g, gmem := p.attach(t)
+	c, err := connect(g, gmem, versions...)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return c
 }
 
-func connect(g *xproc.Guest, gmem *memory.Memory, versions []chanmsg.Version) (*client.Client, error) {
+func connect(g *xproc.Guest, gmem *memory.Memory, versions ...chanmsg.Version) (*client.Client, error) {
 	pages, err := memory.NewPageAllocator(memory.PageSize, gmem.Size())
 	if err != nil {
 		return nil, err
@@ -178,15 +186,8 @@ func TestVersionNegotiation(t *testing.T) {
 	})
 	t.Run("nothing in common", func(t *testing.T) {
 		p := newPartition(t)
-		fd, _ := unix.Dup(int(p.mem.File().Fd()))
-		gmem, _ := memory.Open(os.NewFile(uintptr(fd), "g"), memSize)
-		defer gmem.Close()
-		g, err := xproc.Dial(p.guestConn, gmem, siefpGPA)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer g.Close()
-		if _, err := connect(g, gmem, []chanmsg.Version{chanmsg.Version0_13, chanmsg.Version1_1}); !errors.Is(err, client.ErrNoVersion) {
+		g, gmem := p.attach(t)
+		if _, err := connect(g, gmem, chanmsg.Version0_13, chanmsg.Version1_1); !errors.Is(err, client.ErrNoVersion) {
 			t.Fatalf("got %v", err)
 		}
 	})
@@ -235,16 +236,7 @@ func waitFor(t testing.TB, cond func() bool) {
 // rawGuest connects at the message level only, for hostile sequences.
 func rawGuest(t *testing.T, p *partition) *xproc.Guest {
 	t.Helper()
-	fd, _ := unix.Dup(int(p.mem.File().Fd()))
-	gmem, err := memory.Open(os.NewFile(uintptr(fd), "g"), memSize)
-	if err != nil {
-		t.Fatal(err)
-	}
-	g, err := xproc.Dial(p.guestConn, gmem, siefpGPA)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { g.Close(); gmem.Close() })
+	g, _ := p.attach(t)
 	ic := chanmsg.NewInitiateContact(chanmsg.Version4_0, 0, 0, 0)
 	if err := g.PostMessage(chanmsg.MessageConnectionID, ic.AppendTo(nil)); err != nil {
 		t.Fatal(err)
@@ -481,7 +473,7 @@ func runGuest(mode string) error {
 		return err
 	}
 	defer g.Close()
-	c, err := connect(g, gmem, nil)
+	c, err := connect(g, gmem)
 	if err != nil {
 		return err
 	}
