@@ -1,0 +1,29 @@
+// Package testenv decides what tests do when a machine lacks something:
+// a tool that .ci/run installs must be there under CI (CI=true), so its
+// absence fails the test there and only skips it elsewhere; /dev/kvm,
+// which no package provides, skips everywhere with a clear message.
+package testenv
+
+import (
+	"os"
+	"os/exec"
+	"testing"
+)
+
+// InCI reports whether the tests run under CI.
+func InCI() bool { return os.Getenv("CI") == "true" }
+
+// RequireTool returns the path of an executable that .ci/run installs,
+// skipping the test without it, or failing it under CI.
+func RequireTool(t testing.TB, name string) string {
+	t.Helper()
+	p, err := exec.LookPath(name)
+	if err == nil {
+		return p
+	}
+	if InCI() {
+		t.Fatalf("%s not found, but .ci/run installs it: %v", name, err)
+	}
+	t.Skipf("%s not installed (apt-get install it, or run .ci/run): %v", name, err)
+	return ""
+}
