@@ -1,0 +1,470 @@
+// Package worker runs one child partition: it owns the partition's KVM
+// virtual machine, its guest memory, one locked OS thread per virtual
+// processor, and the port-I/O and MMIO buses with the emulated legacy
+// devices behind them. The vmwp binary is a thin main around it.
+//
+// Generation 1 memory layout (a PC's):
+//
+//	0x0000_0000 - 0x0009_FFFF  RAM (640 KiB conventional memory)
+//	0x000A_0000 - 0x000B_FFFF  VGA hole (MMIO; nothing decodes it yet)
+//	0x000C_0000 - 0x000D_FFFF  RAM (option ROM area)
+//	0x000E_0000 - 0x000F_FFFF  the firmware ROM's last 128 KiB, read-only
+//	                           (a smaller ROM's whole image, ending at 1 MiB,
+//	                           with RAM below it)
+//	0x0010_0000 - top of RAM   RAM, below the PCI hole at 0xE000_0000
+//	4 GiB - ROM size - 4 GiB   the firmware ROM, read-only
+//
+// Writes to read-only memory exit as MMIO and are dropped by the bus.
+//
+// Each vCPU's thread maps every exit to one outcome — a bus access, a stop
+// with a reason, or re-entry — and counts it by reason.
+package worker
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"runtime"
+	"sync"
+	"sync/atomic"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/partita-hv/partita/emulation/acpipm"
+	"github.com/partita-hv/partita/emulation/bus"
+	"github.com/partita-hv/partita/emulation/uart"
+	"github.com/partita-hv/partita/partition/kvm"
+	"github.com/partita-hv/partita/partition/memory"
+	"github.com/partita-hv/partita/vsp/disk"
+)
+
+// Layout constants.
+const (
+	vgaHoleStart = 0xA0000
+	optionROMs   = 0xC0000
+	highRAM      = 0x100000
+	pciHole      = 0xE000_0000
+	fourGiB      = 1 << 32
+	aliasSize    = 128 << 10
+	maxROM       = 16 << 20
+
+	// PMBase is where the PM1 block sits until the PIIX4 function makes
+	// it programmable (SeaBIOS programs 0x600 on a PIIX4 machine).
+	PMBase       = 0x600
+	debugConPort = 0x402
+	postPort     = 0x80
+	com1Base     = 0x3F8
+	com2Base     = 0x2F8
+	com1IRQ      = 4
+	com2IRQ      = 3
+)
+
+// Config describes a partition to run.
+type Config struct {
+	Name       string
+	Firmware   string // ROM image, a multiple of 64 KiB up to 16 MiB
+	Disks      []string
+	Memory     uint64 // bytes of RAM, a multiple of 4 KiB
+	Processors int
+	Serial     io.Writer // COM1 output
+	DebugCon   io.Writer // debug port 0x402 output (nil: discarded)
+	Logger     hclog.Logger
+}
+
+// StopReason says why a partition stopped.
+type StopReason struct {
+	PowerOff bool   // the guest powered off cleanly
+	Message  string // one line
+}
+
+func (r StopReason) String() string { return r.Message }
+
+// Partition is a running partition.
+type Partition struct {
+	cfg  Config
+	log  hclog.Logger
+	sys  *kvm.System
+	vm   *kvm.VM
+	mem  *memory.Memory
+	rom  *memory.Memory
+	pio  *bus.Bus
+	mmio *bus.Bus
+	com1 *uart.UART
+
+	disks []disk.Disk
+
+	vcpus   []*kvm.VCPU // set by each vCPU thread before it runs; guarded by vcpuMu
+	vcpuMu  sync.Mutex
+	stopped chan struct{}
+	stop    sync.Once
+	reason  StopReason // written once, before stopped closes
+	running sync.WaitGroup
+
+	lastPOST atomic.Uint32
+	exits    [32]atomic.Uint64 // by kvm exit reason (low values)
+}
+
+// ErrConfig: a configuration that cannot run.
+var ErrConfig = errors.New("worker: bad configuration")
+
+// New builds the partition: memory, ROM, VM, devices. It does not start
+// the vCPUs.
+func New(cfg Config) (*Partition, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = hclog.NewNullLogger()
+	}
+	if cfg.Processors <= 0 {
+		cfg.Processors = 1
+	}
+	if cfg.Processors > 64 {
+		return nil, fmt.Errorf("%w: %d processors, at most 64", ErrConfig, cfg.Processors)
+	}
+	if cfg.Memory < 1<<20 || cfg.Memory%memory.PageSize != 0 || cfg.Memory > pciHole {
+		return nil, fmt.Errorf("%w: memory %d bytes: want 1 MiB .. 3.5 GiB in whole pages", ErrConfig, cfg.Memory)
+	}
+	p := &Partition{cfg: cfg, log: cfg.Logger.Named("worker").With("partition", cfg.Name), stopped: make(chan struct{}),
+		pio: bus.New("pio"), mmio: bus.New("mmio")}
+	ok := false
+	defer func() {
+		if !ok {
+			p.Close()
+		}
+	}()
+	if err := p.loadROM(); err != nil {
+		return nil, err
+	}
+	for _, path := range cfg.Disks {
+		d, err := disk.OpenRaw(path, false)
+		if err != nil {
+			return nil, err
+		}
+		p.disks = append(p.disks, d)
+	}
+	var err error
+	if p.mem, err = memory.New(cfg.Name, cfg.Memory); err != nil {
+		return nil, err
+	}
+	if p.sys, err = kvm.Open(); err != nil {
+		return nil, err
+	}
+	if p.vm, err = p.sys.CreateVM(); err != nil {
+		return nil, err
+	}
+	if err := p.vm.PlatformDefaults(); err != nil {
+		return nil, err
+	}
+	if err := p.mapMemory(); err != nil {
+		return nil, err
+	}
+	if err := p.addDevices(); err != nil {
+		return nil, err
+	}
+	ok = true
+	return p, nil
+}
+
+// loadROM reads the firmware into its own memfd.
+func (p *Partition) loadROM() error {
+	img, err := os.ReadFile(p.cfg.Firmware)
+	if err != nil {
+		return fmt.Errorf("%w: firmware: %w", ErrConfig, err)
+	}
+	if len(img) == 0 || len(img)%(64<<10) != 0 || len(img) > maxROM {
+		return fmt.Errorf("%w: firmware %s is %d bytes: want a multiple of 64 KiB, at most 16 MiB", ErrConfig, p.cfg.Firmware, len(img))
+	}
+	if p.rom, err = memory.New(p.cfg.Name+"-rom", uint64(len(img))); err != nil {
+		return err
+	}
+	copy(p.rom.Bytes(), img)
+	return nil
+}
+
+func (p *Partition) mapMemory() error {
+	ram, rom := p.mem.Bytes(), p.rom.Bytes()
+	low := min(uint64(len(ram)), vgaHoleStart)
+	// The alias ends at 1 MiB; a ROM smaller than 128 KiB leaves RAM below
+	// it, contiguous with the option ROM area.
+	alias := uint64(min(len(rom), aliasSize))
+	slots := []struct {
+		gpa   uint64
+		mem   []byte
+		flags uint32
+	}{
+		{0, ram[:low], 0},
+		{optionROMs, ram[optionROMs : highRAM-alias], 0},
+		{highRAM - alias, rom[uint64(len(rom))-alias:], kvm.MemReadOnly},
+		{fourGiB - uint64(len(rom)), rom, kvm.MemReadOnly},
+	}
+	if uint64(len(ram)) > highRAM {
+		slots = append(slots, struct {
+			gpa   uint64
+			mem   []byte
+			flags uint32
+		}{highRAM, ram[highRAM:], 0})
+	}
+	for i, s := range slots {
+		if len(s.mem) == 0 {
+			continue
+		}
+		if err := p.vm.SetMemory(uint32(i), s.gpa, s.mem, s.flags); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (p *Partition) addDevices() error {
+	serial := p.cfg.Serial
+	if serial == nil {
+		serial = io.Discard
+	}
+	p.com1 = uart.New(serial, p.irqLine(com1IRQ))
+	devs := []struct {
+		name string
+		base uint64
+		size uint64
+		dev  bus.Device
+	}{
+		{"com1", com1Base, 8, p.com1},
+		{"com2", com2Base, 8, uart.New(nil, p.irqLine(com2IRQ))},
+		{"acpi-pm", PMBase, acpipm.Size, acpipm.New(p.powerOff)},
+		{"debugcon", debugConPort, 1, writerPort{p.cfg.DebugCon}},
+		{"post", postPort, 1, postCode{&p.lastPOST}},
+	}
+	for _, d := range devs {
+		if err := p.pio.Register(d.name, d.base, d.size, d.dev); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// irqLine drives an ISA interrupt line of the in-kernel PIC/IOAPIC.
+func (p *Partition) irqLine(irq uint32) func(bool) {
+	return func(level bool) {
+		if err := p.vm.IRQLine(irq, level); err != nil {
+			p.log.Warn("irq line", "irq", irq, "error", err)
+		}
+	}
+}
+
+// COM1 is the first serial port, for console input.
+func (p *Partition) COM1() *uart.UART { return p.com1 }
+
+// LastPOSTCode is the last value written to port 0x80.
+func (p *Partition) LastPOSTCode() byte { return byte(p.lastPOST.Load()) }
+
+// Exits returns exit counts by KVM exit reason.
+func (p *Partition) Exits() map[kvm.ExitReason]uint64 {
+	m := make(map[kvm.ExitReason]uint64)
+	for i := range p.exits {
+		if n := p.exits[i].Load(); n != 0 {
+			m[kvm.ExitReason(i)] = n
+		}
+	}
+	return m
+}
+
+// PIOStats returns the port-I/O bus counters.
+func (p *Partition) PIOStats() bus.Stats { return p.pio.Stats() }
+
+// Start starts one thread per vCPU.
+func (p *Partition) Start() {
+	for i := 0; i < p.cfg.Processors; i++ {
+		p.running.Add(1)
+		go p.runVCPU(uint32(i))
+	}
+}
+
+// Wait blocks until the partition stops and returns why.
+func (p *Partition) Wait() StopReason {
+	<-p.stopped
+	p.running.Wait()
+	return p.reason
+}
+
+// Stop stops the partition with a reason (the first reason wins).
+func (p *Partition) Stop(reason StopReason) {
+	p.stop.Do(func() {
+		p.reason = reason
+		close(p.stopped)
+		p.vcpuMu.Lock()
+		for _, v := range p.vcpus {
+			v.Kick()
+		}
+		p.vcpuMu.Unlock()
+	})
+}
+
+func (p *Partition) powerOff() {
+	p.Stop(StopReason{PowerOff: true, Message: "guest powered off"})
+}
+
+func (p *Partition) isStopped() bool {
+	select {
+	case <-p.stopped:
+		return true
+	default:
+		return false
+	}
+}
+
+// runVCPU is one vCPU's thread: create it there (KVM ties a vCPU to the
+// thread that runs it), give it CPUID, and run until the partition stops.
+func (p *Partition) runVCPU(id uint32) {
+	defer p.running.Done()
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	v, err := p.setupVCPU(id)
+	if err != nil {
+		p.Stop(StopReason{Message: fmt.Sprintf("vcpu %d: %v", id, err)})
+		return
+	}
+	for !p.isStopped() {
+		r, err := v.Run()
+		if err != nil {
+			p.Stop(StopReason{Message: fmt.Sprintf("vcpu %d: %v", id, err)})
+			return
+		}
+		if int(r) < len(p.exits) {
+			p.exits[r].Add(1)
+		}
+		if reason, stop := p.handleExit(v, r); stop {
+			p.Stop(reason)
+			return
+		}
+	}
+}
+
+func (p *Partition) setupVCPU(id uint32) (*kvm.VCPU, error) {
+	v, err := p.vm.CreateVCPU(id)
+	if err != nil {
+		return nil, err
+	}
+	cpuid, err := p.sys.SupportedCPUID()
+	if err != nil {
+		return nil, err
+	}
+	for i := range cpuid {
+		e := &cpuid[i]
+		switch e.Function {
+		case 1: // initial APIC id in EBX[31:24]
+			e.EBX = e.EBX&0x00FFFFFF | id<<24
+		case 0xB, 0x1F: // x2APIC id
+			e.EDX = id
+		}
+	}
+	if err := v.SetCPUID(cpuid); err != nil {
+		return nil, err
+	}
+	p.vcpuMu.Lock()
+	p.vcpus = append(p.vcpus, v)
+	stopped := p.isStopped()
+	p.vcpuMu.Unlock()
+	if stopped {
+		v.Kick()
+	}
+	return v, nil
+}
+
+// handleExit maps one exit to its outcome.
+func (p *Partition) handleExit(v *kvm.VCPU, r kvm.ExitReason) (StopReason, bool) {
+	switch r {
+	case kvm.ExitIO:
+		io := v.IO()
+		if io.Data == nil {
+			return StopReason{Message: fmt.Sprintf("vcpu %d: malformed I/O exit", v.ID())}, true
+		}
+		for i := uint32(0); i < io.Count; i++ {
+			chunk := io.Data[i*uint32(io.Size) : (i+1)*uint32(io.Size)]
+			if io.In {
+				p.pio.Read(uint64(io.Port), chunk)
+			} else {
+				p.pio.Write(uint64(io.Port), chunk)
+			}
+		}
+	case kvm.ExitMMIO:
+		m := v.MMIO()
+		if m.Write {
+			p.mmio.Write(m.Addr, m.Data)
+		} else {
+			p.mmio.Read(m.Addr, m.Data)
+		}
+	case kvm.ExitKicked, kvm.ExitIntr, kvm.ExitIRQWindowOpen, kvm.ExitHLT:
+		// Re-enter (after checking for a stop).
+	case kvm.ExitShutdown:
+		return StopReason{Message: fmt.Sprintf("vcpu %d: triple fault", v.ID())}, true
+	case kvm.ExitSystemEvent:
+		return StopReason{Message: fmt.Sprintf("vcpu %d: system event %d (reset or shutdown)", v.ID(), v.ExitWord())}, true
+	case kvm.ExitFailEntry:
+		return StopReason{Message: fmt.Sprintf("vcpu %d: entry failed, hardware reason %#x", v.ID(), v.ExitWord())}, true
+	case kvm.ExitInternalError:
+		return StopReason{Message: fmt.Sprintf("vcpu %d: KVM internal error, suberror %d, at %s", v.ID(), v.ExitWord(), where(v))}, true
+	default:
+		return StopReason{Message: fmt.Sprintf("vcpu %d: unexpected exit %v", v.ID(), r)}, true
+	}
+	return StopReason{}, false
+}
+
+// where describes a vCPU's instruction pointer for stop reports.
+func where(v *kvm.VCPU) string {
+	regs, err := v.Regs()
+	if err != nil {
+		return "unknown address"
+	}
+	sregs, err := v.Sregs()
+	if err != nil {
+		return fmt.Sprintf("rip %#x", regs.RIP)
+	}
+	return fmt.Sprintf("cs %#x (base %#x) rip %#x", sregs.CS.Selector, sregs.CS.Base, regs.RIP)
+}
+
+// Close releases everything: disks are flushed (fsync) and closed.
+func (p *Partition) Close() error {
+	var errs []error
+	for _, d := range p.disks {
+		errs = append(errs, d.Close())
+	}
+	if p.vm != nil {
+		errs = append(errs, p.vm.Close())
+	}
+	if p.sys != nil {
+		errs = append(errs, p.sys.Close())
+	}
+	if p.mem != nil {
+		errs = append(errs, p.mem.Close())
+	}
+	if p.rom != nil {
+		errs = append(errs, p.rom.Close())
+	}
+	return errors.Join(errs...)
+}
+
+// writerPort is a write-only port whose bytes go to a writer (QEMU's
+// debugcon at 0x402); reads return 0xE9, the value Bochs and QEMU use to
+// say the port is present.
+type writerPort struct{ w io.Writer }
+
+func (d writerPort) Read(_ uint64, data []byte) {
+	for i := range data {
+		data[i] = 0xE9
+	}
+}
+
+func (d writerPort) Write(_ uint64, data []byte) {
+	if d.w != nil {
+		d.w.Write(data)
+	}
+}
+
+// postCode records POST codes written to port 0x80.
+type postCode struct{ last *atomic.Uint32 }
+
+func (c postCode) Read(_ uint64, data []byte) {
+	for i := range data {
+		data[i] = byte(c.last.Load())
+	}
+}
+
+func (c postCode) Write(_ uint64, data []byte) { c.last.Store(uint32(data[0])) }

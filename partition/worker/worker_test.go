@@ -1,0 +1,130 @@
+package worker
+
+import (
+	"bytes"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/partita-hv/partita/internal/testenv"
+	"github.com/partita-hv/partita/partition/kvm"
+	"github.com/partita-hv/partita/vsp/disk"
+)
+
+// buildROM assembles testdata/name.S into a flat ROM image.
+func buildROM(t testing.TB, name string) string {
+	t.Helper()
+	as, ld := testenv.RequireTool(t, "as"), testenv.RequireTool(t, "ld")
+	dir := t.TempDir()
+	obj, rom := filepath.Join(dir, name+".o"), filepath.Join(dir, name+".rom")
+	for _, cmd := range [][]string{
+		{as, "--32", "-o", obj, filepath.Join("testdata", name+".S")},
+		{ld, "-m", "elf_i386", "-Ttext=0", "--oformat=binary", "-o", rom, obj},
+	} {
+		if out, err := exec.Command(cmd[0], cmd[1:]...).CombinedOutput(); err != nil {
+			t.Fatalf("%v: %v\n%s", cmd, err, out)
+		}
+	}
+	return rom
+}
+
+// requireKVM skips where /dev/kvm is not usable.
+func requireKVM(t testing.TB) {
+	t.Helper()
+	s, err := kvm.Open()
+	if errors.Is(err, kvm.ErrUnavailable) {
+		t.Skipf("no usable /dev/kvm on this machine: %v", err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+}
+
+// syncBuffer is a bytes.Buffer safe for the vCPU thread and the test.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func runROM(t *testing.T, rom string, disks ...string) (StopReason, string, *Partition) {
+	t.Helper()
+	requireKVM(t)
+	var out syncBuffer
+	p, err := New(Config{Name: t.Name(), Firmware: rom, Disks: disks, Memory: 16 << 20, Processors: 2, Serial: &out})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Close() })
+	p.Start()
+	done := make(chan StopReason, 1)
+	go func() { done <- p.Wait() }()
+	select {
+	case r := <-done:
+		return r, out.String(), p
+	case <-time.After(30 * time.Second):
+		p.Stop(StopReason{Message: "test timeout"})
+		t.Fatalf("partition did not stop within 30 s; COM1 so far %q", out.String())
+	}
+	return StopReason{}, "", nil
+}
+
+func TestTinyROMPrintsAndPowersOff(t *testing.T) {
+	img := filepath.Join(t.TempDir(), "disk.raw")
+	if err := disk.CreateRaw(img, 1<<20); err != nil {
+		t.Fatal(err)
+	}
+	r, out, p := runROM(t, buildROM(t, "hello"), img)
+	if !r.PowerOff {
+		t.Fatalf("stopped with %q", r)
+	}
+	if out != "Partita tiny ROM\r\n" {
+		t.Errorf("COM1 %q", out)
+	}
+	if n := p.Exits()[kvm.ExitIO]; n < 18 {
+		t.Errorf("%d I/O exits for 18 bytes and a power-off", n)
+	}
+	if err := p.Close(); err != nil {
+		t.Errorf("close (flushes the disk): %v", err)
+	}
+}
+
+func TestTripleFaultStopsWithReason(t *testing.T) {
+	r, _, _ := runROM(t, buildROM(t, "triple"))
+	if r.PowerOff || !strings.Contains(r.Message, "triple fault") {
+		t.Fatalf("stopped with %+v, want a triple fault", r)
+	}
+}
+
+func TestBadConfig(t *testing.T) {
+	rom := filepath.Join(t.TempDir(), "bad.rom")
+	os.WriteFile(rom, make([]byte, 1000), 0o644)
+	for _, c := range []Config{
+		{Firmware: rom, Memory: 16 << 20},
+		{Firmware: "/nonexistent", Memory: 16 << 20},
+		{Firmware: rom, Memory: 100},
+		{Firmware: rom, Memory: 4 << 30},
+		{Firmware: rom, Memory: 16 << 20, Processors: 10000},
+	} {
+		if _, err := New(c); !errors.Is(err, ErrConfig) {
+			t.Errorf("%+v: %v", c, err)
+		}
+	}
+}
