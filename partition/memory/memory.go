@@ -4,110 +4,245 @@
 // buffers and data pages directly), bounds-checked access by guest
 // physical address, and contiguous windows onto scattered guest pages.
 //
-// Every guest physical address or page number a guest hands over is hostile;
-// the accessors here check it against the memory's size, without overflow,
-// before any byte is touched.
+// Every guest physical address (GPA) or page frame number (PFN) a guest
+// hands over is hostile. The accessors here check it against the memory's
+// size, without arithmetic overflow, before any byte is touched, and return
+// an error wrapping ErrOutOfRange rather than panic.
+//
+// # Sharing
+//
+// New creates the memfd close-on-exec (and MFD_NOEXEC_SEAL where the kernel
+// knows the flag), sizes it and seals it against shrinking, growing and
+// further sealing (F_SEAL_SHRINK|F_SEAL_GROW|F_SEAL_SEAL). File hands the memfd to another process (over SCM_RIGHTS or
+// exec.Cmd.ExtraFiles), which maps it with Open. Open insists on the shrink
+// seal: a file another process could truncate would turn guest accesses in
+// this process into SIGBUS.
+//
+// # Concurrency
 //
 // A Memory is safe for concurrent use: its mapping never changes between
-// New/Open and Close. The bytes themselves are shared with the guest and
-// other processes; callers that parse them copy first.
+// New/Open and Close, so Slice, ReadAt, WriteAt, CheckPFN and MapPages may
+// run from any number of goroutines. The bytes themselves are shared with
+// the guest and with other processes and can change at any moment; code
+// that parses them copies first. Close must not run while other goroutines
+// still use the Memory or slices obtained from it; once it has run, the
+// accessors return ErrClosed.
+//
+// A Window is independent of the Memory it came from: it holds its own
+// mapping of the memfd and stays valid after Memory.Close, until its own
+// Close. The package keeps a process-wide budget of the kernel mappings
+// that Windows hold (see MaxMappedRuns), so a guest handing over scattered
+// pages cannot exhaust this process's mappings.
+//
+// PageAllocator is the guest side's placement of rings and buffers; it
+// has its own lock and is unrelated to the Memory's state.
 package memory
 
 import (
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"sync"
+	"sync/atomic"
 
 	"golang.org/x/sys/unix"
 )
 
-// PageSize is the guest page size.
+// PageSize is the guest page size in bytes.
 const PageSize = 4096
 
-// MaxWindowPages bounds one MapPages call (1 GiB).
-const MaxWindowPages = 1 << 18
-
-// Errors, wrapped with the offending values.
+// Errors, always wrapped with the offending values.
 var (
+	// ErrOutOfRange: a guest physical range or page lies outside guest
+	// memory (or a file is smaller than the memory it should hold).
 	ErrOutOfRange = errors.New("memory: guest physical range outside guest memory")
-	ErrUnaligned  = errors.New("memory: not page aligned")
-	ErrClosed     = errors.New("memory: closed")
+	// ErrUnaligned: a size or address is not a multiple of PageSize.
+	ErrUnaligned = errors.New("memory: not page aligned")
+	// ErrInvalidSize: a size or count is zero, negative or too large.
+	ErrInvalidSize = errors.New("memory: invalid size")
+	// ErrClosed: the Memory has been closed.
+	ErrClosed = errors.New("memory: closed")
+	// ErrNotSealed: Open was handed a file that can still shrink.
+	ErrNotSealed = errors.New("memory: file not sealed against shrinking")
 )
+
+// seals are the seals New applies. F_SEAL_SEAL keeps a less trusted holder
+// of the memfd (the worker) from adding F_SEAL_FUTURE_WRITE, which would
+// make later writable mappings fail.
+const seals = unix.F_SEAL_SHRINK | unix.F_SEAL_GROW | unix.F_SEAL_SEAL
+
+// maxNameLen is the longest memfd name the kernel takes (NAME_MAX less the
+// "memfd:" prefix).
+const maxNameLen = 249
 
 // Memory is a partition's guest physical memory, mapped in this process.
 type Memory struct {
-	f    *os.File
-	size uint64
-	mem  []byte // MAP_SHARED mapping of the whole file
+	f    *os.File // the memfd; closed by Close
+	size uint64   // immutable
+	mem  []byte   // MAP_SHARED mapping of [0, size); immutable, unmapped by Close
 
+	closed    atomic.Bool // set first thing in Close; accessors check it
 	closeOnce sync.Once
-	closeErr  error
+	closeErr  error // written once, inside closeOnce
 }
 
 // New creates the guest memory of a partition: an anonymous memfd named
-// "partita:"+name, sized to size bytes (a positive multiple of PageSize),
-// and maps it.
+// "partita:"+name (visible in /proc/PID/fd, for debugging; truncated to the
+// kernel's limit), close-on-exec, sized to size bytes (a positive multiple
+// of PageSize), sealed, and mapped shared read/write. The pages read as
+// zero until written.
 func New(name string, size uint64) (*Memory, error) {
-	if size == 0 || size%PageSize != 0 {
-		return nil, fmt.Errorf("%w: size %#x", ErrUnaligned, size)
+	if err := checkSize(size); err != nil {
+		return nil, err
 	}
-	fd, err := unix.MemfdCreate("partita:"+name, unix.MFD_CLOEXEC)
+	name = "partita:" + name
+	if len(name) > maxNameLen {
+		name = name[:maxNameLen]
+	}
+	fd, err := unix.MemfdCreate(name, unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING|unix.MFD_NOEXEC_SEAL)
+	if errors.Is(err, unix.EINVAL) {
+		// Kernels before 6.3 do not know MFD_NOEXEC_SEAL. Guest memory is
+		// never executed through the file, so the seal is only hygiene.
+		fd, err = unix.MemfdCreate(name, unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING)
+	}
 	if err != nil {
-		return nil, fmt.Errorf("memfd_create: %w", err)
+		return nil, fmt.Errorf("memory: memfd_create %q: %w", name, err)
 	}
-	f := os.NewFile(uintptr(fd), "partita:"+name)
+	f := os.NewFile(uintptr(fd), name)
 	if err := f.Truncate(int64(size)); err != nil {
 		f.Close()
-		return nil, fmt.Errorf("size guest memory: %w", err)
+		return nil, fmt.Errorf("memory: size guest memory to %#x: %w", size, err)
+	}
+	if _, err := unix.FcntlInt(uintptr(fd), unix.F_ADD_SEALS, seals); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("memory: seal guest memory: %w", err)
 	}
 	return mapFile(f, size)
 }
 
-// Open maps guest memory received from another process (for example over
-// SCM_RIGHTS). It takes ownership of f: Close closes it.
+// Open maps guest memory that New created, usually in another process that
+// handed it over (over SCM_RIGHTS, or as an inherited descriptor). size
+// is the partition's memory size, a positive multiple of PageSize.
+//
+// Open takes ownership of f whatever the outcome: on success the Memory's
+// Close closes it, on error Open has closed it already. Callers that want
+// to keep their own descriptor pass a dup.
+//
+// The file must be sealed against shrinking (New does that) and hold at
+// least size bytes.
 func Open(f *os.File, size uint64) (*Memory, error) {
-	if size == 0 || size%PageSize != 0 {
-		return nil, fmt.Errorf("%w: size %#x", ErrUnaligned, size)
+	if f == nil {
+		return nil, errors.New("memory: Open of a nil file")
 	}
-	fi, err := f.Stat()
-	if err != nil {
-		return nil, fmt.Errorf("stat guest memory: %w", err)
+	if err := checkSize(size); err != nil {
+		f.Close()
+		return nil, err
 	}
-	if uint64(fi.Size()) < size {
-		return nil, fmt.Errorf("%w: file holds %d bytes, want %d", ErrOutOfRange, fi.Size(), size)
-	}
-	return mapFile(f, size)
-}
-
-func mapFile(f *os.File, size uint64) (*Memory, error) {
-	b, err := unix.Mmap(int(f.Fd()), 0, int(size), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	err := withFD(f, func(fd int) error {
+		got, err := unix.FcntlInt(uintptr(fd), unix.F_GET_SEALS, 0)
+		if err != nil {
+			// EINVAL: not a memfd or shmem file, so it cannot be sealed.
+			return fmt.Errorf("%w: %s: F_GET_SEALS: %w", ErrNotSealed, f.Name(), err)
+		}
+		if got&unix.F_SEAL_SHRINK == 0 {
+			return fmt.Errorf("%w: %s: seals %#x", ErrNotSealed, f.Name(), got)
+		}
+		// The shrink seal makes this check stick: the file cannot get
+		// smaller than what Fstat reports now.
+		var st unix.Stat_t
+		if err := unix.Fstat(fd, &st); err != nil {
+			return fmt.Errorf("memory: stat %s: %w", f.Name(), err)
+		}
+		if st.Size < 0 || uint64(st.Size) < size {
+			return fmt.Errorf("%w: %s holds %#x bytes, memory size %#x", ErrOutOfRange, f.Name(), st.Size, size)
+		}
+		return nil
+	})
 	if err != nil {
 		f.Close()
-		return nil, fmt.Errorf("mmap guest memory: %w", err)
+		return nil, err
+	}
+	return mapFile(f, size)
+}
+
+// checkSize accepts positive multiples of PageSize that fit an int64 (the
+// type ftruncate and mmap lengths take).
+func checkSize(size uint64) error {
+	switch {
+	case size == 0 || size > math.MaxInt64:
+		return fmt.Errorf("%w: memory size %#x", ErrInvalidSize, size)
+	case size%PageSize != 0:
+		return fmt.Errorf("%w: memory size %#x", ErrUnaligned, size)
+	}
+	return nil
+}
+
+// withFD runs fn with f's descriptor, which stays open (and keeps its
+// number) until fn returns, even if another goroutine closes f meanwhile.
+// It fails if f is already closed.
+func withFD(f *os.File, fn func(fd int) error) error {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return fmt.Errorf("memory: %s: %w", f.Name(), err)
+	}
+	var fnErr error
+	if err := rc.Control(func(fd uintptr) { fnErr = fn(int(fd)) }); err != nil {
+		return fmt.Errorf("%w: %s: %w", ErrClosed, f.Name(), err)
+	}
+	return fnErr
+}
+
+// mapFile maps [0, size) of f shared read/write; it closes f on error.
+func mapFile(f *os.File, size uint64) (*Memory, error) {
+	var b []byte
+	err := withFD(f, func(fd int) error {
+		var err error
+		b, err = mapShared(fd, size)
+		return err
+	})
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("memory: map %#x bytes of %s: %w", size, f.Name(), err)
 	}
 	return &Memory{f: f, size: size, mem: b}, nil
 }
 
-// File is the memfd, to pass to another process.
+// File is the memfd, to pass to another process. The Memory keeps
+// ownership: Close closes it, and a receiver in this process that wants
+// its own Memory should Open a dup.
 func (m *Memory) File() *os.File { return m.f }
 
 // Size is the size of guest memory in bytes.
 func (m *Memory) Size() uint64 { return m.size }
 
-// Bytes is the whole mapping, for the partition's owner. Device code uses
-// the checked accessors.
-func (m *Memory) Bytes() []byte { return m.mem }
+// Pages is the number of guest pages: valid PFNs are 0..Pages()-1.
+func (m *Memory) Pages() uint64 { return m.size / PageSize }
 
-// check validates [gpa, gpa+length) without overflow.
+// Bytes is the whole mapping, for the partition's owner (the worker hands
+// it to KVM as a memory slot). Device code uses the checked accessors.
+// After Close it is nil.
+func (m *Memory) Bytes() []byte {
+	if m.closed.Load() {
+		return nil
+	}
+	return m.mem
+}
+
+// check validates [gpa, gpa+length) against the memory, without overflow.
 func (m *Memory) check(gpa, length uint64) error {
+	if m.closed.Load() {
+		return ErrClosed
+	}
 	if gpa > m.size || length > m.size-gpa {
-		return fmt.Errorf("%w: gpa %#x length %#x, memory %#x", ErrOutOfRange, gpa, length, m.size)
+		return fmt.Errorf("%w: gpa %#x length %#x, memory size %#x", ErrOutOfRange, gpa, length, m.size)
 	}
 	return nil
 }
 
-// Slice returns the guest bytes [gpa, gpa+length).
+// Slice returns the guest bytes [gpa, gpa+length), aliasing guest memory
+// (capacity is length, so appends cannot run into the next bytes). A zero
+// length is allowed anywhere up to and including the end of memory.
 func (m *Memory) Slice(gpa, length uint64) ([]byte, error) {
 	if err := m.check(gpa, length); err != nil {
 		return nil, err
@@ -115,7 +250,8 @@ func (m *Memory) Slice(gpa, length uint64) ([]byte, error) {
 	return m.mem[gpa : gpa+length : gpa+length], nil
 }
 
-// ReadAt copies guest bytes at gpa into p.
+// ReadAt copies len(p) guest bytes at gpa into p. If the range is out of
+// bounds it copies nothing.
 func (m *Memory) ReadAt(p []byte, gpa uint64) error {
 	b, err := m.Slice(gpa, uint64(len(p)))
 	if err != nil {
@@ -125,7 +261,8 @@ func (m *Memory) ReadAt(p []byte, gpa uint64) error {
 	return nil
 }
 
-// WriteAt copies p into guest memory at gpa.
+// WriteAt copies p into guest memory at gpa. If the range is out of bounds
+// it copies nothing.
 func (m *Memory) WriteAt(p []byte, gpa uint64) error {
 	b, err := m.Slice(gpa, uint64(len(p)))
 	if err != nil {
@@ -135,52 +272,25 @@ func (m *Memory) WriteAt(p []byte, gpa uint64) error {
 	return nil
 }
 
-// CheckPFN checks that guest page pfn lies inside guest memory.
+// CheckPFN checks that guest page pfn lies inside guest memory. Once it
+// has passed, pfn*PageSize cannot overflow.
 func (m *Memory) CheckPFN(pfn uint64) error {
+	if m.closed.Load() {
+		return ErrClosed
+	}
 	if pfn >= m.size/PageSize {
 		return fmt.Errorf("%w: pfn %#x, memory has %#x pages", ErrOutOfRange, pfn, m.size/PageSize)
 	}
 	return nil
 }
 
-// MapPages maps the given guest pages, in order, at consecutive virtual
-// addresses, so that a ring or buffer the guest scattered over physical
-// memory reads as one slice. Writes through the window go straight to guest
-// memory. The window holds its own mapping of the memfd and stays valid
-// after the Memory is closed, until its own Close.
-func (m *Memory) MapPages(pfns []uint64) (*Window, error) {
-	if len(pfns) == 0 || len(pfns) > MaxWindowPages {
-		return nil, fmt.Errorf("%w: window of %d pages (1..%d)", ErrOutOfRange, len(pfns), MaxWindowPages)
-	}
-	for _, p := range pfns {
-		if err := m.CheckPFN(p); err != nil {
-			return nil, err
-		}
-	}
-	return mapWindow(int(m.f.Fd()), pfns)
-}
-
-// Close unmaps guest memory and closes the memfd. Idempotent.
+// Close unmaps guest memory and closes the memfd. It is idempotent: later
+// calls return the first call's result. Windows made by MapPages stay
+// valid; slices from Bytes and Slice do not.
 func (m *Memory) Close() error {
 	m.closeOnce.Do(func() {
-		m.closeErr = errors.Join(unix.Munmap(m.mem), m.f.Close())
-		m.mem = nil
+		m.closed.Store(true)
+		m.closeErr = errors.Join(unmapShared(m.mem), m.f.Close())
 	})
 	return m.closeErr
-}
-
-// Window is a contiguous view of scattered guest pages.
-type Window struct {
-	b    []byte
-	once sync.Once
-	err  error
-}
-
-// Bytes is the window's memory: len(pfns) pages.
-func (w *Window) Bytes() []byte { return w.b }
-
-// Close unmaps the window. Idempotent.
-func (w *Window) Close() error {
-	w.once.Do(func() { w.err = unmapWindow(w.b); w.b = nil })
-	return w.err
 }
