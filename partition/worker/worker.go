@@ -7,10 +7,12 @@
 //
 //	0x0000_0000 - 0x0009_FFFF  RAM (640 KiB conventional memory)
 //	0x000A_0000 - 0x000B_FFFF  VGA hole (MMIO; nothing decodes it yet)
-//	0x000C_0000 - 0x000D_FFFF  RAM (option ROM area)
-//	0x000E_0000 - 0x000F_FFFF  the firmware ROM's last 128 KiB, read-only
-//	                           (a smaller ROM's whole image, ending at 1 MiB,
-//	                           with RAM below it)
+//	0x000C_0000 - 0x000F_FFFF  13 segments under the i440FX's PAM
+//	                           registers: each reads and writes RAM, reads
+//	                           RAM with writes dropped, or reaches the PCI
+//	                           side — the ROM's last 128 KiB (ending at
+//	                           1 MiB) where it covers the segment, nothing
+//	                           elsewhere. At reset all are on the PCI side.
 //	0x0010_0000 - top of RAM   RAM, below the PCI hole at 0xE000_0000
 //	4 GiB - ROM size - 4 GiB   the firmware ROM, read-only
 //
@@ -33,6 +35,7 @@ import (
 
 	"github.com/partita-hv/partita/emulation/acpipm"
 	"github.com/partita-hv/partita/emulation/bus"
+	"github.com/partita-hv/partita/emulation/pci"
 	"github.com/partita-hv/partita/emulation/uart"
 	"github.com/partita-hv/partita/partition/kvm"
 	"github.com/partita-hv/partita/partition/memory"
@@ -91,6 +94,10 @@ type Partition struct {
 	pio  *bus.Bus
 	mmio *bus.Bus
 	com1 *uart.UART
+	pci  *pci.Host
+
+	pamMu   sync.Mutex
+	pamMode []pamMode // by PAM segment; guarded by pamMu
 
 	disks []disk.Disk
 
@@ -180,36 +187,79 @@ func (p *Partition) loadROM() error {
 	return nil
 }
 
+// KVM memory slots.
+const (
+	slotLowRAM  = 0
+	slotHighRAM = 1
+	slotROM     = 2
+	slotPAM     = 3 // 13 slots, one per PAM segment
+)
+
 func (p *Partition) mapMemory() error {
 	ram, rom := p.mem.Bytes(), p.rom.Bytes()
-	low := min(uint64(len(ram)), vgaHoleStart)
-	// The alias ends at 1 MiB; a ROM smaller than 128 KiB leaves RAM below
-	// it, contiguous with the option ROM area.
-	alias := uint64(min(len(rom), aliasSize))
-	slots := []struct {
-		gpa   uint64
-		mem   []byte
-		flags uint32
-	}{
-		{0, ram[:low], 0},
-		{optionROMs, ram[optionROMs : highRAM-alias], 0},
-		{highRAM - alias, rom[uint64(len(rom))-alias:], kvm.MemReadOnly},
-		{fourGiB - uint64(len(rom)), rom, kvm.MemReadOnly},
+	if err := p.vm.SetMemory(slotLowRAM, 0, ram[:vgaHoleStart], 0); err != nil {
+		return err
+	}
+	if err := p.vm.SetMemory(slotROM, fourGiB-uint64(len(rom)), rom, kvm.MemReadOnly); err != nil {
+		return err
 	}
 	if uint64(len(ram)) > highRAM {
-		slots = append(slots, struct {
-			gpa   uint64
-			mem   []byte
-			flags uint32
-		}{highRAM, ram[highRAM:], 0})
-	}
-	for i, s := range slots {
-		if len(s.mem) == 0 {
-			continue
-		}
-		if err := p.vm.SetMemory(uint32(i), s.gpa, s.mem, s.flags); err != nil {
+		if err := p.vm.SetMemory(slotHighRAM, highRAM, ram[highRAM:], 0); err != nil {
 			return err
 		}
+	}
+	p.pamMode = make([]pamMode, len(pci.PAMSegments))
+	return p.applyPAM(pci.PAM{})
+}
+
+// pamMode is how one PAM segment is mapped.
+type pamMode int
+
+const (
+	pamUnset   pamMode = iota // not mapped yet
+	pamNone                   // PCI side, no ROM: reads all ones
+	pamROM                    // PCI side: the ROM alias, read-only
+	pamRAM                    // RAM, read/write
+	pamRAMRead                // RAM, writes dropped
+)
+
+// applyPAM maps every segment as the PAM registers say. It runs on the
+// vCPU thread that wrote the register; the other vCPUs are still waiting
+// for their start-up IPI while the BIOS shadows itself.
+func (p *Partition) applyPAM(regs pci.PAM) error {
+	p.pamMu.Lock()
+	defer p.pamMu.Unlock()
+	ram, rom := p.mem.Bytes(), p.rom.Bytes()
+	alias := uint64(min(len(rom), aliasSize))
+	for i, seg := range pci.PAMSegments {
+		mode, mem, flags := pamNone, []byte(nil), uint32(0)
+		switch a := seg.Access(regs); {
+		case a&pci.PAMRead != 0 && a&pci.PAMWrite != 0:
+			mode, mem = pamRAM, ram[seg.Base:seg.Base+seg.Size]
+		case a&pci.PAMRead != 0:
+			mode, mem, flags = pamRAMRead, ram[seg.Base:seg.Base+seg.Size], kvm.MemReadOnly
+		case seg.Base >= highRAM-alias:
+			// Reads reach the ROM. (Write-only RAM, reads from the ROM and
+			// writes to RAM, cannot be expressed with KVM memory slots;
+			// such writes are dropped.)
+			off := uint64(len(rom)) - (highRAM - seg.Base)
+			mode, mem, flags = pamROM, rom[off:off+seg.Size], kvm.MemReadOnly
+		}
+		if mode == p.pamMode[i] {
+			continue
+		}
+		slot := uint32(slotPAM + i)
+		if p.pamMode[i] != pamUnset && p.pamMode[i] != pamNone {
+			if err := p.vm.SetMemory(slot, seg.Base, nil, 0); err != nil {
+				return err
+			}
+		}
+		if mem != nil {
+			if err := p.vm.SetMemory(slot, seg.Base, mem, flags); err != nil {
+				return err
+			}
+		}
+		p.pamMode[i] = mode
 	}
 	return nil
 }
@@ -220,12 +270,21 @@ func (p *Partition) addDevices() error {
 		serial = io.Discard
 	}
 	p.com1 = uart.New(serial, p.irqLine(com1IRQ))
+	p.pci = pci.NewHost()
+	if err := p.pci.Add("i440fx", 0, 0, pci.NewI440FX(func(regs pci.PAM) {
+		if err := p.applyPAM(regs); err != nil {
+			p.Stop(StopReason{Message: fmt.Sprintf("remap PAM segments: %v", err)})
+		}
+	})); err != nil {
+		return err
+	}
 	devs := []struct {
 		name string
 		base uint64
 		size uint64
 		dev  bus.Device
 	}{
+		{"pci", pci.PortBase, 8, p.pci},
 		{"com1", com1Base, 8, p.com1},
 		{"com2", com2Base, 8, uart.New(nil, p.irqLine(com2IRQ))},
 		{"acpi-pm", PMBase, acpipm.Size, acpipm.New(p.powerOff)},

@@ -113,6 +113,19 @@ func TestTripleFaultStopsWithReason(t *testing.T) {
 	}
 }
 
+// TestPAMShadowing drives the host bridge's PAM registers from the guest:
+// the option-ROM area starts on the PCI side (all ones), becomes RAM, then
+// read-only RAM.
+func TestPAMShadowing(t *testing.T) {
+	r, out, _ := runROM(t, buildROM(t, "pam"))
+	if !r.PowerOff {
+		t.Fatalf("stopped with %q", r)
+	}
+	if out != "\xffZZ" {
+		t.Errorf("COM1 %q, want \"\\xffZZ\"", out)
+	}
+}
+
 func TestBadConfig(t *testing.T) {
 	rom := filepath.Join(t.TempDir(), "bad.rom")
 	os.WriteFile(rom, make([]byte, 1000), 0o644)
