@@ -194,35 +194,25 @@ type msrBuf struct {
 }
 
 // SetMSRs writes MSRs; it fails unless KVM accepted every one.
-func (v *VCPU) SetMSRs(msrs []MSR) error {
-	if len(msrs) > 64 {
-		return fmt.Errorf("kvm: %d MSRs in one call, at most 64", len(msrs))
-	}
-	var b msrBuf
-	b.n = uint32(copy(b.entries[:], msrs))
-	n, err := ioctl(v.f.Fd(), kvmSetMSRs, uintptr(unsafe.Pointer(&b)))
-	if err != nil {
-		return fmt.Errorf("kvm: set msrs: %w", err)
-	}
-	if int(n) != len(msrs) {
-		return fmt.Errorf("kvm: set msrs: MSR %#x refused", msrs[n].Index)
-	}
-	return nil
-}
+func (v *VCPU) SetMSRs(msrs []MSR) error { return v.msrCall(kvmSetMSRs, "set", msrs) }
 
 // MSRs reads the MSRs named by the Index of each entry, in place.
-func (v *VCPU) MSRs(msrs []MSR) error {
-	if len(msrs) > 64 {
-		return fmt.Errorf("kvm: %d MSRs in one call, at most 64", len(msrs))
-	}
+func (v *VCPU) MSRs(msrs []MSR) error { return v.msrCall(kvmGetMSRs, "get", msrs) }
+
+// msrCall runs KVM_SET_MSRS or KVM_GET_MSRS over msrs; both return how
+// many entries were processed, which must be all of them.
+func (v *VCPU) msrCall(req uintptr, what string, msrs []MSR) error {
 	var b msrBuf
+	if len(msrs) > len(b.entries) {
+		return fmt.Errorf("kvm: %d MSRs in one call, at most %d", len(msrs), len(b.entries))
+	}
 	b.n = uint32(copy(b.entries[:], msrs))
-	n, err := ioctl(v.f.Fd(), kvmGetMSRs, uintptr(unsafe.Pointer(&b)))
+	n, err := ioctl(v.f.Fd(), req, uintptr(unsafe.Pointer(&b)))
 	if err != nil {
-		return fmt.Errorf("kvm: get msrs: %w", err)
+		return fmt.Errorf("kvm: %s msrs: %w", what, err)
 	}
 	if int(n) != len(msrs) {
-		return fmt.Errorf("kvm: get msrs: MSR %#x unreadable", msrs[n].Index)
+		return fmt.Errorf("kvm: %s msrs: MSR %#x refused", what, msrs[n].Index)
 	}
 	copy(msrs, b.entries[:n])
 	return nil
