@@ -35,6 +35,7 @@ import (
 
 	"github.com/partita-hv/partita/emulation/acpipm"
 	"github.com/partita-hv/partita/emulation/bus"
+	"github.com/partita-hv/partita/emulation/cmos"
 	"github.com/partita-hv/partita/emulation/pci"
 	"github.com/partita-hv/partita/emulation/uart"
 	"github.com/partita-hv/partita/partition/kvm"
@@ -61,6 +62,8 @@ const (
 	com2Base     = 0x2F8
 	com1IRQ      = 4
 	com2IRQ      = 3
+	cmosBase     = 0x70
+	rtcIRQ       = 8
 )
 
 // Config describes a partition to run.
@@ -94,6 +97,7 @@ type Partition struct {
 	pio  *bus.Bus
 	mmio *bus.Bus
 	com1 *uart.UART
+	cmos *cmos.CMOS
 	pci  *pci.Host
 
 	pamMu   sync.Mutex
@@ -270,6 +274,7 @@ func (p *Partition) addDevices() error {
 		serial = io.Discard
 	}
 	p.com1 = uart.New(serial, p.irqLine(com1IRQ))
+	p.cmos = cmos.New(cmos.Config{Memory: p.cfg.Memory, IRQ: p.irqLine(rtcIRQ)})
 	p.pci = pci.NewHost()
 	if err := p.pci.Add("i440fx", 0, 0, pci.NewI440FX(func(regs pci.PAM) {
 		if err := p.applyPAM(regs); err != nil {
@@ -285,6 +290,7 @@ func (p *Partition) addDevices() error {
 		dev  bus.Device
 	}{
 		{"pci", pci.PortBase, 8, p.pci},
+		{"cmos", cmosBase, cmos.Size, p.cmos},
 		{"com1", com1Base, 8, p.com1},
 		{"com2", com2Base, 8, uart.New(nil, p.irqLine(com2IRQ))},
 		{"acpi-pm", PMBase, acpipm.Size, acpipm.New(p.powerOff)},
@@ -482,6 +488,9 @@ func where(v *kvm.VCPU) string {
 // Close releases everything: disks are flushed (fsync) and closed.
 func (p *Partition) Close() error {
 	var errs []error
+	if p.cmos != nil {
+		p.cmos.Close()
+	}
 	for _, d := range p.disks {
 		errs = append(errs, d.Close())
 	}
