@@ -27,3 +27,18 @@ func RequireTool(t testing.TB, name string) string {
 	t.Skipf("%s not installed (apt-get install it, or run .ci/run): %v", name, err)
 	return ""
 }
+
+// RequireFile returns path if it exists, skipping the test without it, or
+// failing it under CI; pkg names the Debian package .ci/run installs it
+// from.
+func RequireFile(t testing.TB, path, pkg string) string {
+	t.Helper()
+	if _, err := os.Stat(path); err == nil {
+		return path
+	}
+	if InCI() {
+		t.Fatalf("%s not found, but .ci/run installs it (Debian package %s)", path, pkg)
+	}
+	t.Skipf("%s not found (apt-get install %s, or run .ci/run)", path, pkg)
+	return ""
+}

@@ -23,6 +23,7 @@
 package worker
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -36,6 +37,7 @@ import (
 	"github.com/partita-hv/partita/emulation/acpipm"
 	"github.com/partita-hv/partita/emulation/bus"
 	"github.com/partita-hv/partita/emulation/cmos"
+	"github.com/partita-hv/partita/emulation/fwcfg"
 	"github.com/partita-hv/partita/emulation/pci"
 	"github.com/partita-hv/partita/emulation/uart"
 	"github.com/partita-hv/partita/partition/kvm"
@@ -275,6 +277,10 @@ func (p *Partition) addDevices() error {
 	}
 	p.com1 = uart.New(serial, p.irqLine(com1IRQ))
 	p.cmos = cmos.New(cmos.Config{Memory: p.cfg.Memory, IRQ: p.irqLine(rtcIRQ)})
+	fw, err := p.firmwareConfig()
+	if err != nil {
+		return err
+	}
 	p.pci = pci.NewHost()
 	if err := p.pci.Add("i440fx", 0, 0, pci.NewI440FX(func(regs pci.PAM) {
 		if err := p.applyPAM(regs); err != nil {
@@ -291,6 +297,7 @@ func (p *Partition) addDevices() error {
 	}{
 		{"pci", pci.PortBase, 8, p.pci},
 		{"cmos", cmosBase, cmos.Size, p.cmos},
+		{"fw_cfg", fwcfg.Base, fwcfg.Size, fw},
 		{"com1", com1Base, 8, p.com1},
 		{"com2", com2Base, 8, uart.New(nil, p.irqLine(com2IRQ))},
 		{"acpi-pm", PMBase, acpipm.Size, acpipm.New(p.powerOff)},
@@ -303,6 +310,43 @@ func (p *Partition) addDevices() error {
 		}
 	}
 	return nil
+}
+
+// firmwareConfig fills QEMU's fw_cfg as SeaBIOS expects on a QEMU/KVM
+// PC: RAM size and e820 map, CPU counts, no boot-menu prompt, and its
+// serial console on COM1.
+func (p *Partition) firmwareConfig() (*fwcfg.Device, error) {
+	fw := fwcfg.New()
+	le16 := func(v uint16) []byte { return binary.LittleEndian.AppendUint16(nil, v) }
+	cpus := uint16(p.cfg.Processors)
+	items := []struct {
+		key  uint16
+		data []byte
+	}{
+		{fwcfg.KeyRAMSize, binary.LittleEndian.AppendUint64(nil, p.cfg.Memory)},
+		{fwcfg.KeyNBCPUs, le16(cpus)},
+		{fwcfg.KeyMaxCPUs, le16(cpus)},
+		{fwcfg.KeyBootMenu, le16(0)},
+		{fwcfg.KeyNUMA, make([]byte, 8+8*int(cpus))}, // no NUMA nodes
+	}
+	for _, it := range items {
+		if err := fw.AddItem(it.key, it.data); err != nil {
+			return nil, err
+		}
+	}
+	files := []struct {
+		name string
+		data []byte
+	}{
+		{"etc/e820", fwcfg.E820([]fwcfg.E820Entry{{Addr: 0, Size: p.cfg.Memory, Type: fwcfg.E820RAM}})},
+		{"etc/sercon-port", binary.LittleEndian.AppendUint64(nil, com1Base)},
+	}
+	for _, f := range files {
+		if err := fw.AddFile(f.name, f.data); err != nil {
+			return nil, err
+		}
+	}
+	return fw, nil
 }
 
 // irqLine drives an ISA interrupt line of the in-kernel PIC/IOAPIC.

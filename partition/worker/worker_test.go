@@ -126,6 +126,36 @@ func TestPAMShadowing(t *testing.T) {
 	}
 }
 
+// TestSeaBIOSPOST boots Debian's SeaBIOS: it must POST on our chipset,
+// print its banner on COM1 (its serial console, enabled through fw_cfg)
+// and reach its boot order. (Booting from the disk needs the IDE
+// controller, which is not there yet.)
+func TestSeaBIOSPOST(t *testing.T) {
+	requireKVM(t)
+	rom := testenv.RequireFile(t, "/usr/share/seabios/bios.bin", "seabios")
+	var out syncBuffer
+	p, err := New(Config{Name: t.Name(), Firmware: rom, Memory: 64 << 20, Processors: 1, Serial: &out})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	start := time.Now()
+	p.Start()
+	defer func() { p.Stop(StopReason{Message: "test done"}); p.Wait() }()
+	var banner time.Duration
+	for deadline := start.Add(90 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		s := out.String()
+		if banner == 0 && strings.Contains(s, "SeaBIOS (version") {
+			banner = time.Since(start)
+		}
+		if strings.Contains(s, "Booting from Hard Disk") {
+			t.Logf("banner after %v, boot order after %v", banner.Round(time.Millisecond), time.Since(start).Round(time.Millisecond))
+			return
+		}
+	}
+	t.Fatalf("SeaBIOS did not reach its boot order in 90 s; COM1: %q; exits %v", out.String(), p.Exits())
+}
+
 func TestBadConfig(t *testing.T) {
 	rom := filepath.Join(t.TempDir(), "bad.rom")
 	os.WriteFile(rom, make([]byte, 1000), 0o644)
