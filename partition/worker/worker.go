@@ -38,6 +38,7 @@ import (
 	"github.com/partita-hv/partita/emulation/bus"
 	"github.com/partita-hv/partita/emulation/cmos"
 	"github.com/partita-hv/partita/emulation/fwcfg"
+	"github.com/partita-hv/partita/emulation/i8042"
 	"github.com/partita-hv/partita/emulation/pci"
 	"github.com/partita-hv/partita/emulation/uart"
 	"github.com/partita-hv/partita/partition/kvm"
@@ -66,6 +67,8 @@ const (
 	com2IRQ      = 3
 	cmosBase     = 0x70
 	rtcIRQ       = 8
+	keyboardIRQ  = 1
+	mouseIRQ     = 12
 )
 
 // Config describes a partition to run.
@@ -281,6 +284,13 @@ func (p *Partition) addDevices() error {
 	if err != nil {
 		return err
 	}
+	kbc := i8042.New(i8042.Config{
+		IRQ1:  p.irqLine(keyboardIRQ),
+		IRQ12: p.irqLine(mouseIRQ),
+		Reset: func() {
+			p.Stop(StopReason{Message: "guest pulsed the reset line (i8042); partition reset is not implemented yet"})
+		},
+	})
 	p.pci = pci.NewHost()
 	if err := p.pci.Add("i440fx", 0, 0, pci.NewI440FX(func(regs pci.PAM) {
 		if err := p.applyPAM(regs); err != nil {
@@ -298,6 +308,8 @@ func (p *Partition) addDevices() error {
 		{"pci", pci.PortBase, 8, p.pci},
 		{"cmos", cmosBase, cmos.Size, p.cmos},
 		{"fw_cfg", fwcfg.Base, fwcfg.Size, fw},
+		{"i8042-data", i8042.DataPortBase, 1, kbc.DataPort()},
+		{"i8042-command", i8042.CommandPortBase, 1, kbc.CommandPort()},
 		{"com1", com1Base, 8, p.com1},
 		{"com2", com2Base, 8, uart.New(nil, p.irqLine(com2IRQ))},
 		{"acpi-pm", PMBase, acpipm.Size, acpipm.New(p.powerOff)},
