@@ -118,3 +118,35 @@ func FuzzHost(f *testing.F) {
 		}
 	})
 }
+
+func TestPIIX3(t *testing.T) {
+	h := NewHost()
+	isa := NewPIIX3()
+	if err := h.Add("piix3", 1, 0, isa); err != nil {
+		t.Fatal(err)
+	}
+	if id := cfgRead(h, 1, 0, 0, 4); id != 0x7000_8086 {
+		t.Errorf("id %#x", id)
+	}
+	if ht := cfgRead(h, 1, 0, 0x0E, 1); ht != 0x80 {
+		t.Errorf("header type %#x: want multi-function", ht)
+	}
+	if _, ok := isa.Route(0); ok {
+		t.Error("PIRQA routed at reset")
+	}
+	// SeaBIOS routes PIRQA-D to IRQs 10, 10, 11, 11.
+	cfgWrite(h, 1, 0, 0x60, []byte{10, 10, 11, 11})
+	for pin, want := range []uint8{10, 10, 11, 11} {
+		if irq, ok := isa.Route(pin); !ok || irq != want {
+			t.Errorf("PIRQ%c -> %d %v", 'A'+pin, irq, ok)
+		}
+	}
+	cfgWrite(h, 1, 0, 0x60, []byte{0x7F}) // reserved bits masked: IRQ 15
+	if irq, ok := isa.Route(0); !ok || irq != 15 {
+		t.Errorf("after masked write: %d %v", irq, ok)
+	}
+	cfgWrite(h, 1, 0, 0x61, []byte{8}) // reserved IRQ
+	if _, ok := isa.Route(1); ok {
+		t.Error("PIRQB routed to reserved IRQ 8")
+	}
+}

@@ -299,6 +299,9 @@ func (p *Partition) addDevices() error {
 	})); err != nil {
 		return err
 	}
+	if err := p.pci.Add("piix3-isa", 1, 0, pci.NewPIIX3()); err != nil {
+		return err
+	}
 	devs := []struct {
 		name string
 		base uint64
