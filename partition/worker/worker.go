@@ -39,6 +39,7 @@ import (
 	"github.com/partita-hv/partita/emulation/cmos"
 	"github.com/partita-hv/partita/emulation/fwcfg"
 	"github.com/partita-hv/partita/emulation/i8042"
+	"github.com/partita-hv/partita/emulation/ide"
 	"github.com/partita-hv/partita/emulation/pci"
 	"github.com/partita-hv/partita/emulation/uart"
 	"github.com/partita-hv/partita/partition/kvm"
@@ -104,6 +105,7 @@ type Partition struct {
 	com1 *uart.UART
 	cmos *cmos.CMOS
 	pci  *pci.Host
+	ide  *ide.Channel
 
 	pamMu   sync.Mutex
 	pamMode []pamMode // by PAM segment; guarded by pamMu
@@ -302,6 +304,14 @@ func (p *Partition) addDevices() error {
 	if err := p.pci.Add("piix3-isa", 1, 0, pci.NewPIIX3()); err != nil {
 		return err
 	}
+	if err := p.pci.Add("piix3-ide", 1, 1, ide.NewPCIFunction()); err != nil {
+		return err
+	}
+	var master disk.Disk
+	if len(p.disks) > 0 {
+		master = p.disks[0]
+	}
+	p.ide = ide.NewChannel(master, p.irqLine(ide.PrimaryIRQ))
 	devs := []struct {
 		name string
 		base uint64
@@ -311,6 +321,8 @@ func (p *Partition) addDevices() error {
 		{"pci", pci.PortBase, 8, p.pci},
 		{"cmos", cmosBase, cmos.Size, p.cmos},
 		{"fw_cfg", fwcfg.Base, fwcfg.Size, fw},
+		{"ide0", ide.PrimaryCommandBase, 8, p.ide.CommandBlock()},
+		{"ide0-control", ide.PrimaryControlBase, 1, p.ide.ControlBlock()},
 		{"i8042-data", i8042.DataPortBase, 1, kbc.DataPort()},
 		{"i8042-command", i8042.CommandPortBase, 1, kbc.CommandPort()},
 		{"com1", com1Base, 8, p.com1},

@@ -17,14 +17,17 @@ import (
 )
 
 // buildROM assembles testdata/name.S into a flat ROM image.
-func buildROM(t testing.TB, name string) string {
+func buildROM(t testing.TB, name string) string { return assemble(t, name, "0") }
+
+// assemble builds testdata/name.S into a flat binary linked at text.
+func assemble(t testing.TB, name, text string) string {
 	t.Helper()
 	as, ld := testenv.RequireTool(t, "as"), testenv.RequireTool(t, "ld")
 	dir := t.TempDir()
-	obj, rom := filepath.Join(dir, name+".o"), filepath.Join(dir, name+".rom")
+	obj, rom := filepath.Join(dir, name+".o"), filepath.Join(dir, name+".bin")
 	for _, cmd := range [][]string{
 		{as, "--32", "-o", obj, filepath.Join("testdata", name+".S")},
-		{ld, "-m", "elf_i386", "-Ttext=0", "--oformat=binary", "-o", rom, obj},
+		{ld, "-m", "elf_i386", "-Ttext=" + text, "--oformat=binary", "-o", rom, obj},
 	} {
 		if out, err := exec.Command(cmd[0], cmd[1:]...).CombinedOutput(); err != nil {
 			t.Fatalf("%v: %v\n%s", cmd, err, out)
@@ -154,6 +157,62 @@ func TestSeaBIOSPOST(t *testing.T) {
 		}
 	}
 	t.Fatalf("SeaBIOS did not reach its boot order in 90 s; COM1: %q; exits %v", out.String(), p.Exits())
+}
+
+// TestSeaBIOSBootsMBR boots Debian's SeaBIOS from a raw disk on the
+// primary IDE channel: the MBR prints a token through INT 10h, reads LBA 2
+// through INT 13h and prints what it holds, then powers off.
+func TestSeaBIOSBootsMBR(t *testing.T) {
+	requireKVM(t)
+	rom := testenv.RequireFile(t, "/usr/share/seabios/bios.bin", "seabios")
+	mbr, err := os.ReadFile(assemble(t, "mbr", "0x7c00"))
+	if err != nil || len(mbr) != 512 {
+		t.Fatalf("mbr: %d bytes, %v", len(mbr), err)
+	}
+	img := filepath.Join(t.TempDir(), "boot.raw")
+	if err := disk.CreateRaw(img, 8<<20); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.OpenFile(img, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.WriteAt(mbr, 0)
+	f.WriteAt([]byte("SECTOR-TWO-91c4\r\n\x00"), 2*512)
+	f.Close()
+
+	var out, debug syncBuffer
+	p, err := New(Config{Name: t.Name(), Firmware: rom, Disks: []string{img}, Memory: 64 << 20, Processors: 1, Serial: &out, DebugCon: &debug})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	start := time.Now()
+	p.Start()
+	done := make(chan StopReason, 1)
+	go func() { done <- p.Wait() }()
+	select {
+	case r := <-done:
+		if !r.PowerOff {
+			t.Fatalf("stopped with %q; COM1 %q", r, out.String())
+		}
+	case <-time.After(90 * time.Second):
+		p.Stop(StopReason{Message: "test timeout"})
+		<-done
+		t.Fatalf("no power-off within 90 s; COM1 %q", out.String())
+	}
+	s := out.String()
+	for _, want := range []string{"SeaBIOS (version", "MBR-TOKEN-7f3a", "SECTOR-TWO-91c4"} {
+		if !strings.Contains(s, want) {
+			t.Errorf("COM1 lacks %q: %q", want, s)
+		}
+	}
+	// SeaBIOS reports the disk it found, with its exact size, on its
+	// debug port.
+	if want := "ata0-0: Partita Virtual Disk ATA-6 Hard-Disk (8 MiBytes)"; !strings.Contains(debug.String(), want) {
+		t.Errorf("SeaBIOS did not report %q; its log:\n%s", want, debug.String())
+	}
+	t.Logf("powered off after %v", time.Since(start).Round(time.Millisecond))
 }
 
 func TestBadConfig(t *testing.T) {

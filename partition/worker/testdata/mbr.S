@@ -1,0 +1,69 @@
+/*
+ * A master boot record for the worker's SeaBIOS test. SeaBIOS loads it at
+ * 0x7C00 and jumps to it. It prints a token through INT 10h (teletype),
+ * reads LBA 2 through INT 13h (extended read) to 0x8000 and prints the
+ * string stored there, waits two timer ticks so the BIOS's serial console
+ * can flush, then powers off through the ACPI PM1 control
+ * register (PM base 0x600 + 4: SLP_EN, sleep type 0).
+ * Build: as --32 -o mbr.o mbr.S && ld -m elf_i386 -Ttext=0x7c00 --oformat=binary -o mbr.bin mbr.o
+ */
+	.code16
+	.globl _start
+_start:
+	cli
+	xor %ax, %ax
+	mov %ax, %ds
+	mov %ax, %es
+	mov %ax, %ss
+	mov $0x7c00, %sp
+	sti
+	mov $token, %si
+	call print
+	mov $0x42, %ah
+	mov $0x80, %dl
+	mov $dap, %si
+	int $0x13
+	jc fail
+	mov $0x8000, %si
+	call print
+	jmp off
+fail:
+	mov $failmsg, %si
+	call print
+off:
+	/* let the BIOS's serial console flush: wait two timer ticks (about
+	 * 110 ms) of the BIOS tick count at 0040:006C, which the PIT's IRQ 0
+	 * advances; HLT sleeps until the next interrupt */
+	mov $2, %cx
+3:	mov 0x46c, %bx
+4:	sti
+	hlt
+	cmp 0x46c, %bx
+	je 4b
+	loop 3b
+	mov $0x604, %dx
+	mov $0x2000, %ax
+	out %ax, %dx
+1:	hlt
+	jmp 1b
+
+/* print the NUL-terminated string at %ds:%si with INT 10h, AH=0Eh */
+print:
+	lodsb
+	test %al, %al
+	jz 2f
+	mov $0x0e, %ah
+	xor %bx, %bx
+	int $0x10
+	jmp print
+2:	ret
+
+token:	.asciz "MBR-TOKEN-7f3a\r\n"
+failmsg: .asciz "MBR-READ-FAILED\r\n"
+/* disk address packet: size, reserved, count, buffer offset:segment, LBA */
+dap:	.byte 0x10, 0
+	.word 1
+	.word 0x8000, 0
+	.quad 2
+	.org 510
+	.word 0xaa55
