@@ -116,6 +116,43 @@ func TestTripleFaultStopsWithReason(t *testing.T) {
 	}
 }
 
+// TestBareMetalATAWrite runs a ROM that drives the IDE controller itself
+// (no BIOS) and writes two sectors with PIO; the test reads them back from
+// the image file after the guest powered off and the disk was closed.
+func TestBareMetalATAWrite(t *testing.T) {
+	img := filepath.Join(t.TempDir(), "disk.raw")
+	if err := disk.CreateRaw(img, 1<<20); err != nil {
+		t.Fatal(err)
+	}
+	r, out, p := runROM(t, buildROM(t, "ata"), img)
+	if !r.PowerOff || out != "ok" {
+		t.Fatalf("stopped with %q, COM1 %q", r, out)
+	}
+	if err := p.Close(); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for sec := 0; sec < 2; sec++ {
+		s := b[(5+sec)*512 : (6+sec)*512]
+		for i := 0; i < 510; i += 2 {
+			if s[i] != 0x41 || s[i+1] != 0x50 {
+				t.Fatalf("sector %d byte %d: % x", 5+sec, i, s[i:i+2])
+			}
+		}
+		if s[510] != byte(sec) || s[511] != 0 {
+			t.Errorf("sector %d trailer % x", 5+sec, s[510:])
+		}
+	}
+	for _, sec := range []int{4, 7} {
+		if !bytes.Equal(b[sec*512:(sec+1)*512], make([]byte, 512)) {
+			t.Errorf("sector %d was touched", sec)
+		}
+	}
+}
+
 // TestPAMShadowing drives the host bridge's PAM registers from the guest:
 // the option-ROM area starts on the PCI side (all ones), becomes RAM, then
 // read-only RAM.
