@@ -16,8 +16,14 @@
 // never a crash. Data-port accesses outside a transfer read zeros and
 // writes are dropped, counted.
 //
-// Left out for now: bus-master DMA (READ/WRITE DMA), READ/WRITE MULTIPLE,
-// and the secondary channel's devices.
+// Bus-master DMA (READ/WRITE DMA and EXT) runs through the PRD table when
+// the guest starts the bus master; every table entry and buffer is checked
+// against guest memory, and a bad table ends the command with the
+// bus-master error bit and ABRT instead of touching anything outside the
+// partition.
+//
+// Left out for now: READ/WRITE MULTIPLE and the secondary channel's
+// devices.
 package ide
 
 import (
@@ -70,7 +76,7 @@ const (
 
 // Stats counts a channel's activity and the guest's mistakes.
 type Stats struct {
-	Commands, SectorsRead, SectorsWritten, Aborted, StrayData uint64
+	Commands, SectorsRead, SectorsWritten, Aborted, StrayData, DMAErrors uint64
 }
 
 // Channel is one ATA channel with up to one disk (the master).
@@ -99,12 +105,23 @@ type Channel struct {
 	left     int    // sectors remaining after the one in buf
 	multiple byte
 
+	// Bus-master DMA; guarded by mu.
+	mem    GuestMemory
+	bmCmd  byte
+	bmStat byte
+	bmPRDT uint32
+	dma    dmaState
+
 	stats Stats // guarded by mu
 }
 
-// NewChannel makes a channel whose master is d (nil: none), raising irq.
-func NewChannel(d disk.Disk, irq func(level bool)) *Channel {
-	c := &Channel{disk: d, irq: irq, buf: make([]byte, sectorLen)}
+// NewChannel makes a channel whose master is d (nil: none), raising irq;
+// mem is guest memory for bus-master DMA (nil: DMA commands abort).
+func NewChannel(d disk.Disk, mem GuestMemory, irq func(level bool)) *Channel {
+	c := &Channel{disk: d, mem: mem, irq: irq, buf: make([]byte, sectorLen)}
+	if d != nil {
+		c.bmStat = 1 << 5 // drive 0 DMA capable
+	}
 	c.resetLocked()
 	return c
 }
@@ -276,6 +293,10 @@ func (c *Channel) commandLocked(cmd byte) {
 		c.startTransferLocked(cmd == 0x24, false)
 	case 0x30, 0x31, 0x34: // WRITE SECTORS, WRITE SECTORS EXT
 		c.startTransferLocked(cmd == 0x34, true)
+	case 0xC8, 0xC9, 0x25: // READ DMA (w/o retry), READ DMA EXT
+		c.startDMALocked(cmd == 0x25, true)
+	case 0xCA, 0xCB, 0x35: // WRITE DMA, WRITE DMA EXT
+		c.startDMALocked(cmd == 0x35, false)
 	case 0xE7, 0xEA: // FLUSH CACHE (EXT)
 		if err := c.disk.Flush(); err != nil {
 			c.failLocked(errUNC)

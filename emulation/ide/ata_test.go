@@ -29,7 +29,7 @@ func newRig(t testing.TB, size int64) *rig {
 	}
 	t.Cleanup(func() { d.Close() })
 	r := &rig{d: d}
-	r.c = NewChannel(d, func(l bool) { r.irq = l })
+	r.c = NewChannel(d, nil, func(l bool) { r.irq = l })
 	r.cmd, r.ctl = r.c.CommandBlock(), r.c.ControlBlock()
 	return r
 }
@@ -167,9 +167,9 @@ func TestErrors(t *testing.T) {
 	if s, e := r.in(regStatus), r.in(regError); s&stERR == 0 || e != errABRT {
 		t.Errorf("packet identify: status %#x error %#x", s, e)
 	}
-	r.out(regStatus, 0xC8) // READ DMA: not modelled
+	r.lba28(0xC8, 0, 1) // READ DMA on a channel without guest memory
 	if e := r.in(regError); e != errABRT {
-		t.Errorf("read dma: error %#x", e)
+		t.Errorf("read dma without memory: error %#x", e)
 	}
 	// Data port outside a transfer: zeros, counted.
 	if b := r.readData(4); !bytes.Equal(b, make([]byte, 4)) {

@@ -107,6 +107,9 @@ type Partition struct {
 	pci  *pci.Host
 	ide  *ide.Channel
 
+	bmMu   sync.Mutex
+	bmBase uint16 // where the bus-master block is registered, 0: nowhere; guarded by bmMu
+
 	pamMu   sync.Mutex
 	pamMode []pamMode // by PAM segment; guarded by pamMu
 
@@ -304,14 +307,14 @@ func (p *Partition) addDevices() error {
 	if err := p.pci.Add("piix3-isa", 1, 0, pci.NewPIIX3()); err != nil {
 		return err
 	}
-	if err := p.pci.Add("piix3-ide", 1, 1, ide.NewPCIFunction()); err != nil {
-		return err
-	}
 	var master disk.Disk
 	if len(p.disks) > 0 {
 		master = p.disks[0]
 	}
-	p.ide = ide.NewChannel(master, p.irqLine(ide.PrimaryIRQ))
+	p.ide = ide.NewChannel(master, p.mem, p.irqLine(ide.PrimaryIRQ))
+	if err := p.pci.Add("piix3-ide", 1, 1, ide.NewPCIFunction(p.placeBusMaster)); err != nil {
+		return err
+	}
 	devs := []struct {
 		name string
 		base uint64
@@ -337,6 +340,27 @@ func (p *Partition) addDevices() error {
 		}
 	}
 	return nil
+}
+
+// placeBusMaster moves the primary channel's bus-master registers to
+// where the guest put BAR4 (I/O decoding enabled, base non-zero). A base
+// that collides with another device is refused and logged; the registers
+// then stay unmapped.
+func (p *Partition) placeBusMaster(base uint16, enabled bool) {
+	p.bmMu.Lock()
+	defer p.bmMu.Unlock()
+	if p.bmBase != 0 {
+		p.pio.Unregister(uint64(p.bmBase))
+		p.bmBase = 0
+	}
+	if !enabled || base == 0 {
+		return
+	}
+	if err := p.pio.Register("ide-busmaster", uint64(base), 8, p.ide.BusMaster()); err != nil {
+		p.log.Warn("bus-master registers not placed", "base", base, "error", err)
+		return
+	}
+	p.bmBase = base
 }
 
 // firmwareConfig fills QEMU's fw_cfg as SeaBIOS expects on a QEMU/KVM

@@ -153,6 +153,26 @@ func TestBareMetalATAWrite(t *testing.T) {
 	}
 }
 
+// TestBareMetalDMARead runs a ROM that places the IDE bus-master block
+// through PCI configuration, builds a PRD table and reads a sector with
+// READ DMA into guest RAM, then prints what arrived.
+func TestBareMetalDMARead(t *testing.T) {
+	img := filepath.Join(t.TempDir(), "disk.raw")
+	if err := disk.CreateRaw(img, 1<<20); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.OpenFile(img, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.WriteAt([]byte("DMA-OK-5e\x00"), 3*512)
+	f.Close()
+	r, out, _ := runROM(t, buildROM(t, "dma"), img)
+	if !r.PowerOff || out != "DMA-OK-5e" {
+		t.Fatalf("stopped with %q, COM1 %q", r, out)
+	}
+}
+
 // TestPAMShadowing drives the host bridge's PAM registers from the guest:
 // the option-ROM area starts on the PCI side (all ones), becomes RAM, then
 // read-only RAM.
