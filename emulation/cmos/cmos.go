@@ -56,8 +56,9 @@
 // boundary so the interrupt comes without the guest polling; Close stops
 // it.
 //
-// Left out: the periodic interrupt (PIE and the rate bits are stored and
-// read back, PF is never set), the square-wave output (SQWE stored), the
+// The periodic interrupt sets PF at the rate register A selects (with the
+// 32.768 kHz time base), from a ticker that runs only while PIE is set.
+// Left out: the square-wave output (SQWE stored), the
 // divider (DV bits stored; the clock runs whatever they hold) and daylight
 // saving (DSE stored, no adjustment). The alarm is checked only against the
 // time at an update, not for every second skipped when the guest jumps the
@@ -208,6 +209,10 @@ type CMOS struct {
 	timer   *time.Timer
 	armed   bool // timer is pending
 	closed  bool
+	// The periodic interrupt's ticker goroutine: its period, and the
+	// channel that stops it (nil when none runs).
+	period     time.Duration
+	stopPeriod chan struct{}
 
 	reads, writes, timeSets, interrupts atomic.Uint64
 }
@@ -299,6 +304,63 @@ func (c *CMOS) Close() {
 		c.timer.Stop()
 	}
 	c.armed = false
+	c.periodicLocked()
+}
+
+// periodRate is the periodic interrupt's period for register A's rate
+// bits with the 32.768 kHz time base (MC146818A table 4): 0 is off, 1 and
+// 2 give 256 and 128 Hz, 3..15 give 65536 >> rate Hz (8192 Hz .. 2 Hz).
+func periodRate(rate uint8) time.Duration {
+	switch rate {
+	case 0:
+		return 0
+	case 1:
+		return time.Second / 256
+	case 2:
+		return time.Second / 128
+	}
+	return time.Second / time.Duration(65536>>rate)
+}
+
+// periodicLocked starts, changes or stops the periodic interrupt's ticker
+// to match PIE, the divider and the rate bits. The ticker runs only while
+// the guest has enabled the interrupt, at most at 8192 Hz.
+func (c *CMOS) periodicLocked() {
+	var want time.Duration
+	if !c.closed && c.ram[regB]&bPIE != 0 && (c.ram[regA]>>4)&7 == 2 {
+		want = periodRate(c.ram[regA] & 0x0F)
+	}
+	if want == c.period {
+		return
+	}
+	if c.stopPeriod != nil {
+		close(c.stopPeriod)
+		c.stopPeriod = nil
+	}
+	c.period = want
+	if want == 0 {
+		return
+	}
+	stop := make(chan struct{})
+	c.stopPeriod = stop
+	go func() {
+		t := time.NewTicker(want)
+		defer t.Stop()
+		for {
+			select {
+			case <-t.C:
+				c.mu.Lock()
+				if c.stopPeriod != stop { // stopped while this tick was in flight
+					c.mu.Unlock()
+					return
+				}
+				c.flags |= cPF
+				c.unlockAndEmit()
+			case <-stop:
+				return
+			}
+		}
+	}()
 }
 
 // Tick runs the update cycles that have passed by Config.Now and delivers
@@ -403,6 +465,7 @@ func (c *CMOS) writeLocked(v uint8) {
 		c.timeSets.Add(1)
 	case regA:
 		c.ram[regA] = v &^ aUIP
+		c.periodicLocked()
 	case regB:
 		old := c.ram[regB]
 		if v&bSET != 0 {
@@ -417,6 +480,7 @@ func (c *CMOS) writeLocked(v uint8) {
 		}
 		c.ram[regB] = v
 		c.armLocked()
+		c.periodicLocked()
 	case regC, regD: // read-only
 	default:
 		c.ram[idx] = v

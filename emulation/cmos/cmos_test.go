@@ -417,3 +417,53 @@ func FuzzCMOS(f *testing.F) {
 		}
 	})
 }
+
+// TestPeriodicInterrupt enables PIE at 1024 Hz (rate 6, SeaBIOS's choice
+// for INT 15h AH=86h): IRQ 8 rises, reading register C lowers it and it
+// rises again; clearing PIE stops the ticks.
+func TestPeriodicInterrupt(t *testing.T) {
+	var mu sync.Mutex
+	var rises int
+	var level bool
+	c := New(Config{Memory: 64 << 20, IRQ: func(l bool) {
+		mu.Lock()
+		defer mu.Unlock()
+		if l && !level {
+			rises++
+		}
+		level = l
+	}})
+	defer c.Close()
+	reg := func(i, v byte) { c.Write(0, []byte{i}); c.Write(1, []byte{v}) }
+	readC := func() byte {
+		c.Write(0, []byte{0x0C})
+		var b [1]byte
+		c.Read(1, b[:])
+		return b[0]
+	}
+	reg(0x0A, 0x26)      // 32.768 kHz time base, rate 6: 1024 Hz
+	reg(0x0B, 0x02|0x40) // 24-hour, PIE
+	deadline := time.Now().Add(2 * time.Second)
+	for got := 0; got < 20 && time.Now().Before(deadline); {
+		time.Sleep(2 * time.Millisecond)
+		if v := readC(); v&0xC0 == 0xC0 { // IRQF and PF
+			got++
+		}
+		mu.Lock()
+		if got >= 20 && rises < 10 {
+			t.Errorf("only %d IRQ 8 edges for %d periods", rises, got)
+		}
+		mu.Unlock()
+	}
+	mu.Lock()
+	if rises < 10 {
+		t.Fatalf("%d IRQ 8 edges in 2 s at 1024 Hz", rises)
+	}
+	mu.Unlock()
+	reg(0x0B, 0x02) // PIE off
+	readC()
+	time.Sleep(20 * time.Millisecond)
+	if v := readC(); v&0x40 != 0 {
+		t.Errorf("PF set %#x after PIE was cleared", v)
+	}
+}

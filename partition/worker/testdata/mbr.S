@@ -2,8 +2,8 @@
  * A master boot record for the worker's SeaBIOS test. SeaBIOS loads it at
  * 0x7C00 and jumps to it. It prints a token through INT 10h (teletype),
  * reads LBA 2 through INT 13h (extended read) to 0x8000 and prints the
- * string stored there, waits two timer ticks so the BIOS's serial console
- * can flush, then powers off through the ACPI PM1 control
+ * string stored there, waits 100 ms through INT 15h AH=86h so the BIOS's
+ * serial console can flush, then powers off through the ACPI PM1 control
  * register (PM base 0x600 + 4: SLP_EN, sleep type 0).
  * Build: as --32 -o mbr.o mbr.S && ld -m elf_i386 -Ttext=0x7c00 --oformat=binary -o mbr.bin mbr.o
  */
@@ -31,16 +31,12 @@ fail:
 	mov $failmsg, %si
 	call print
 off:
-	/* let the BIOS's serial console flush: wait two timer ticks (about
-	 * 110 ms) of the BIOS tick count at 0040:006C, which the PIT's IRQ 0
-	 * advances; HLT sleeps until the next interrupt */
-	mov $2, %cx
-3:	mov 0x46c, %bx
-4:	sti
-	hlt
-	cmp 0x46c, %bx
-	je 4b
-	loop 3b
+	/* let the BIOS's serial console flush: INT 15h AH=86h, wait 100 ms
+	 * (SeaBIOS times it with the RTC's periodic interrupt) */
+	mov $0x86, %ah
+	mov $0x0001, %cx
+	mov $0x86a0, %dx
+	int $0x15
 	mov $0x604, %dx
 	mov $0x2000, %ax
 	out %ax, %dx
