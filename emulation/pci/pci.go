@@ -130,15 +130,16 @@ type ConfigSpace struct {
 
 // Header fields.
 const (
-	RegVendorID   = 0x00
-	RegDeviceID   = 0x02
-	RegCommand    = 0x04
-	RegStatus     = 0x06
-	RegRevision   = 0x08
-	RegClass      = 0x09 // prog-if, subclass, class: 3 bytes
-	RegHeaderType = 0x0E
-	RegSubsysVID  = 0x2C
-	RegSubsysID   = 0x2E
+	RegVendorID     = 0x00
+	RegDeviceID     = 0x02
+	RegCommand      = 0x04
+	RegStatus       = 0x06
+	RegRevision     = 0x08
+	RegClass        = 0x09 // prog-if, subclass, class: 3 bytes
+	RegHeaderType   = 0x0E
+	RegSubsysVID    = 0x2C
+	RegSubsysID     = 0x2E
+	RegInterruptPin = 0x3D
 )
 
 // InitHeader sets the identity fields of a type-0 header and makes the

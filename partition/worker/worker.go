@@ -57,8 +57,8 @@ const (
 	aliasSize    = 128 << 10
 	maxROM       = 16 << 20
 
-	// PMBase is where the PM1 block sits until the PIIX4 function makes
-	// it programmable (SeaBIOS programs 0x600 on a PIIX4 machine).
+	// PMBase is where the PM1 block decodes at reset; the guest moves it
+	// through the PIIX4 PM function's PMBA (SeaBIOS also uses 0x600).
 	PMBase       = 0x600
 	debugConPort = 0x402
 	postPort     = 0x80
@@ -106,9 +106,6 @@ type Partition struct {
 	cmos *cmos.CMOS
 	pci  *pci.Host
 	ide  *ide.Channel
-
-	bmMu   sync.Mutex
-	bmBase uint16 // where the bus-master block is registered, 0: nowhere; guarded by bmMu
 
 	pamMu   sync.Mutex
 	pamMode []pamMode // by PAM segment; guarded by pamMu
@@ -312,9 +309,15 @@ func (p *Partition) addDevices() error {
 		master = p.disks[0]
 	}
 	p.ide = ide.NewChannel(master, p.mem, p.irqLine(ide.PrimaryIRQ))
-	if err := p.pci.Add("piix3-ide", 1, 1, ide.NewPCIFunction(p.placeBusMaster)); err != nil {
+	busMaster := &movable{p: p, name: "ide-busmaster", size: 8, dev: p.ide.BusMaster()}
+	if err := p.pci.Add("piix3-ide", 1, 1, ide.NewPCIFunction(busMaster.place)); err != nil {
 		return err
 	}
+	pm := &movable{p: p, name: "acpi-pm", size: acpipm.Size, dev: acpipm.New(p.powerOff)}
+	if err := p.pci.Add("piix4-pm", 1, 3, acpipm.NewPCIFunction(PMBase, pm.place)); err != nil {
+		return err
+	}
+	pm.place(PMBase, true)
 	devs := []struct {
 		name string
 		base uint64
@@ -330,7 +333,6 @@ func (p *Partition) addDevices() error {
 		{"i8042-command", i8042.CommandPortBase, 1, kbc.CommandPort()},
 		{"com1", com1Base, 8, p.com1},
 		{"com2", com2Base, 8, uart.New(nil, p.irqLine(com2IRQ))},
-		{"acpi-pm", PMBase, acpipm.Size, acpipm.New(p.powerOff)},
 		{"debugcon", debugConPort, 1, writerPort{p.cfg.DebugCon}},
 		{"post", postPort, 1, postCode{&p.lastPOST}},
 	}
@@ -342,25 +344,36 @@ func (p *Partition) addDevices() error {
 	return nil
 }
 
-// placeBusMaster moves the primary channel's bus-master registers to
-// where the guest put BAR4 (I/O decoding enabled, base non-zero). A base
-// that collides with another device is refused and logged; the registers
-// then stay unmapped.
-func (p *Partition) placeBusMaster(base uint16, enabled bool) {
-	p.bmMu.Lock()
-	defer p.bmMu.Unlock()
-	if p.bmBase != 0 {
-		p.pio.Unregister(uint64(p.bmBase))
-		p.bmBase = 0
+// movable is a device whose port base the guest programs through PCI
+// configuration (a BAR, PMBA): it is registered on the port bus at the
+// current base while decoding is enabled, and nowhere otherwise.
+type movable struct {
+	p    *Partition
+	name string
+	size uint64
+	dev  bus.Device
+
+	mu   sync.Mutex
+	base uint16 // where it is registered, 0: nowhere; guarded by mu
+}
+
+// place moves the registration. A base that collides with another device
+// is refused and logged; the device then stays unmapped.
+func (m *movable) place(base uint16, enabled bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.base != 0 {
+		m.p.pio.Unregister(uint64(m.base))
+		m.base = 0
 	}
 	if !enabled || base == 0 {
 		return
 	}
-	if err := p.pio.Register("ide-busmaster", uint64(base), 8, p.ide.BusMaster()); err != nil {
-		p.log.Warn("bus-master registers not placed", "base", base, "error", err)
+	if err := m.p.pio.Register(m.name, uint64(base), m.size, m.dev); err != nil {
+		m.p.log.Warn("device not placed", "device", m.name, "base", base, "error", err)
 		return
 	}
-	p.bmBase = base
+	m.base = base
 }
 
 // firmwareConfig fills QEMU's fw_cfg as SeaBIOS expects on a QEMU/KVM

@@ -4,7 +4,7 @@
  * reads LBA 2 through INT 13h (extended read) to 0x8000 and prints the
  * string stored there, waits 100 ms through INT 15h AH=86h so the BIOS's
  * serial console can flush, then powers off through the ACPI PM1 control
- * register (PM base 0x600 + 4: SLP_EN, sleep type 0).
+ * register (SLP_EN, sleep type 0) at the PM base the firmware programmed.
  * Build: as --32 -o mbr.o mbr.S && ld -m elf_i386 -Ttext=0x7c00 --oformat=binary -o mbr.bin mbr.o
  */
 	.code16
@@ -37,7 +37,16 @@ off:
 	mov $0x0001, %cx
 	mov $0x86a0, %dx
 	int $0x15
-	mov $0x604, %dx
+	/* power off: PM1 control is at the PM base the firmware programmed
+	 * into the PIIX4 PM function (00:01.3, PMBA at 0x40) + 4 */
+	mov $0xcf8, %dx
+	mov $0x80000b40, %eax
+	out %eax, %dx
+	mov $0xcfc, %dx
+	in %dx, %eax
+	and $0xffc0, %ax
+	add $4, %ax
+	mov %ax, %dx
 	mov $0x2000, %ax
 	out %ax, %dx
 1:	hlt
