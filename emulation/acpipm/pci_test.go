@@ -16,7 +16,7 @@ func TestPCIFunctionMovesBlock(t *testing.T) {
 		t.Fatalf("reset placement %#x %v", b, on)
 	}
 	f.ConfigWrite(regPMBA, []byte{0x01, 0xB0}) // SeaBIOS: 0xB000 | I/O
-	f.ConfigWrite(regPMREGMISC, []byte{0x00})   // decoding off
+	f.ConfigWrite(regPMREGMISC, []byte{0x00})  // decoding off
 	f.ConfigWrite(regPMREGMISC, []byte{0x01})
 	f.ConfigWrite(regPMBA, []byte{0x3F, 0xB0}) // low bits are not writable: no move
 	want := []place{{0xB000, true}, {0xB000, false}, {0xB000, true}}
