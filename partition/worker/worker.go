@@ -121,6 +121,9 @@ type Partition struct {
 
 	lastPOST atomic.Uint32
 	exits    [32]atomic.Uint64 // by kvm exit reason (low values)
+
+	closeOnce sync.Once
+	closeErr  error
 }
 
 // ErrConfig: a configuration that cannot run.
@@ -594,7 +597,13 @@ func where(v *kvm.VCPU) string {
 }
 
 // Close releases everything: disks are flushed (fsync) and closed.
+// Later calls return the first call's result.
 func (p *Partition) Close() error {
+	p.closeOnce.Do(func() { p.closeErr = p.close() })
+	return p.closeErr
+}
+
+func (p *Partition) close() error {
 	var errs []error
 	if p.cmos != nil {
 		p.cmos.Close()

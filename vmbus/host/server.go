@@ -49,7 +49,6 @@ var (
 	ErrProtocol = errors.New("vmbus host: protocol violation")
 	ErrClosed   = errors.New("vmbus host: server closed")
 	ErrNoRelID  = errors.New("vmbus host: no free relid")
-	ErrUnknown  = errors.New("vmbus host: unknown channel")
 )
 
 // Device is a synthetic device behind a channel.
