@@ -82,6 +82,13 @@ type Config struct {
 	Serial     io.Writer // COM1 output
 	DebugCon   io.Writer // debug port 0x402 output (nil: discarded)
 	Logger     hclog.Logger
+
+	// GuestMemory, if set, is the partition's RAM: normally the memfd the
+	// root service created and passed over the control socket, mapped
+	// with memory.Open. Its size must equal Memory. New takes ownership
+	// whatever the outcome: the partition closes it on Close, and New
+	// closes it when it fails. Nil: New creates the memory itself.
+	GuestMemory *memory.Memory
 }
 
 // StopReason says why a partition stopped.
@@ -132,6 +139,14 @@ var ErrConfig = errors.New("worker: bad configuration")
 // New builds the partition: memory, ROM, VM, devices. It does not start
 // the vCPUs.
 func New(cfg Config) (*Partition, error) {
+	p, err := newPartition(cfg)
+	if err != nil && cfg.GuestMemory != nil {
+		cfg.GuestMemory.Close() // idempotent: p.Close may have closed it
+	}
+	return p, err
+}
+
+func newPartition(cfg Config) (*Partition, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = hclog.NewNullLogger()
 	}
@@ -143,6 +158,10 @@ func New(cfg Config) (*Partition, error) {
 	}
 	if cfg.Memory < 1<<20 || cfg.Memory%memory.PageSize != 0 || cfg.Memory > pciHole {
 		return nil, fmt.Errorf("%w: memory %d bytes: want 1 MiB .. 3.5 GiB in whole pages", ErrConfig, cfg.Memory)
+	}
+	if m := cfg.GuestMemory; m != nil && (m.Size() != cfg.Memory || uint64(len(m.Bytes())) != cfg.Memory) {
+		// A closed Memory has no bytes.
+		return nil, fmt.Errorf("%w: guest memory holds %d bytes (%d mapped), the partition %d", ErrConfig, m.Size(), len(m.Bytes()), cfg.Memory)
 	}
 	p := &Partition{cfg: cfg, log: cfg.Logger.Named("worker").With("partition", cfg.Name), stopped: make(chan struct{}),
 		pio: bus.New("pio"), mmio: bus.New("mmio")}
@@ -163,8 +182,10 @@ func New(cfg Config) (*Partition, error) {
 		p.disks = append(p.disks, d)
 	}
 	var err error
-	if p.mem, err = memory.New(cfg.Name, cfg.Memory); err != nil {
-		return nil, err
+	if p.mem = cfg.GuestMemory; p.mem == nil {
+		if p.mem, err = memory.New(cfg.Name, cfg.Memory); err != nil {
+			return nil, err
+		}
 	}
 	if p.sys, err = kvm.Open(); err != nil {
 		return nil, err

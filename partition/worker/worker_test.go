@@ -11,8 +11,11 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/partita-hv/partita/internal/testenv"
 	"github.com/partita-hv/partita/partition/kvm"
+	"github.com/partita-hv/partita/partition/memory"
 	"github.com/partita-hv/partita/vsp/disk"
 )
 
@@ -69,9 +72,16 @@ func (s *syncBuffer) String() string {
 
 func runROM(t *testing.T, rom string, disks ...string) (StopReason, string, *Partition) {
 	t.Helper()
+	return runConfig(t, Config{Firmware: rom, Disks: disks, Memory: 16 << 20, Processors: 2})
+}
+
+// runConfig runs a partition with COM1 captured until it stops.
+func runConfig(t *testing.T, cfg Config) (StopReason, string, *Partition) {
+	t.Helper()
 	requireKVM(t)
 	var out syncBuffer
-	p, err := New(Config{Name: t.Name(), Firmware: rom, Disks: disks, Memory: 16 << 20, Processors: 2, Serial: &out})
+	cfg.Name, cfg.Serial = t.Name(), &out
+	p, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -270,6 +280,76 @@ func TestSeaBIOSBootsMBR(t *testing.T) {
 		t.Errorf("SeaBIOS did not report %q; its log:\n%s", want, debug.String())
 	}
 	t.Logf("powered off after %v", time.Since(start).Round(time.Millisecond))
+}
+
+// TestGuestMemorySupplied runs the PAM ROM on memory the test made and
+// shares, as the root service does with its memfd: the guest's writes to
+// RAM (the shadowed 0xC0000) appear in the test's own mapping, and the
+// partition closes the Memory it was handed.
+func TestGuestMemorySupplied(t *testing.T) {
+	const size = 16 << 20
+	root, err := memory.New("root-view", size)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer root.Close()
+	dup, err := unix.Dup(int(root.File().Fd()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	mine, err := memory.Open(os.NewFile(uintptr(dup), "worker-view"), size)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, out, p := runConfig(t, Config{Firmware: buildROM(t, "pam"), Memory: size, GuestMemory: mine})
+	if !r.PowerOff || out != "\xffZZ" {
+		t.Fatalf("stopped with %q, COM1 %q", r, out)
+	}
+	if got := root.Bytes()[0xC0000]; got != 'Z' {
+		t.Errorf("the guest's RAM write is not in the shared memfd: %#x", got)
+	}
+	if err := p.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if mine.Bytes() != nil {
+		t.Error("Close left the supplied guest memory mapped")
+	}
+}
+
+// TestGuestMemoryRefused: supplied memory of the wrong size, or already
+// closed, is a configuration error, and New closes what it was handed.
+func TestGuestMemoryRefused(t *testing.T) {
+	requireKVM(t)
+	rom := buildROM(t, "hello")
+	wrong, err := memory.New("wrong", 8<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := New(Config{Firmware: rom, Memory: 16 << 20, GuestMemory: wrong}); !errors.Is(err, ErrConfig) {
+		t.Errorf("8 MiB of guest memory for a 16 MiB partition: %v", err)
+	}
+	if wrong.Bytes() != nil {
+		t.Error("New did not close the refused guest memory")
+	}
+	closed, err := memory.New("closed", 16<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed.Close()
+	if _, err := New(Config{Firmware: rom, Memory: 16 << 20, GuestMemory: closed}); !errors.Is(err, ErrConfig) {
+		t.Errorf("closed guest memory: %v", err)
+	}
+	// A failure after the memory check (no firmware) closes it too.
+	good, err := memory.New("good", 16<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := New(Config{Firmware: "/nonexistent", Memory: 16 << 20, GuestMemory: good}); !errors.Is(err, ErrConfig) {
+		t.Errorf("no firmware: %v", err)
+	}
+	if good.Bytes() != nil {
+		t.Error("New did not close the guest memory after failing")
+	}
 }
 
 func TestBadConfig(t *testing.T) {
