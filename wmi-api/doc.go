@@ -3,6 +3,4 @@
 // Msvm_VirtualSystemManagementService, Msvm_ConcreteJob and the integration
 // components): routing, strict JSON types, errors with stable codes and the
 // OpenAPI document.
-//
-// Nothing is implemented yet; the API arrives with the root service issue.
 package wmiapi

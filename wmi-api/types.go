@@ -280,3 +280,12 @@ const (
 	CodeNotSupported     = "not_supported"      // 422: valid, but Partita does not do it (yet)
 	CodeInternal         = "internal"           // 500
 )
+
+// Fault is an error with a stable code, as the service returns it; the
+// server turns it into an Error body with the code's HTTP status.
+type Fault struct {
+	Code    string
+	Message string
+}
+
+func (f *Fault) Error() string { return f.Message }

@@ -117,7 +117,6 @@ type Conn struct {
 	c    *net.UnixConn
 	buf  []byte
 	oob  []byte
-	file *os.File
 }
 
 // Pair makes a connected socket pair: the root's Conn, and the worker's end

@@ -1,0 +1,120 @@
+// Command vmms is Partita's root partition service: it keeps the partition
+// definitions, runs one worker process per running partition, and serves
+// the WMI-style management API and Prometheus metrics.
+//
+//	vmms [--state-dir DIR] [--listen ADDR|unix:PATH] [--log-format text|json] [--log-level info]
+//
+// Every API route but /metrics and /healthz needs the bearer token in
+// DIR/api-token (made at first start, mode 0600). On SIGINT or SIGTERM
+// the service turns off the running partitions (their disks are flushed)
+// and exits; a restarted service brings the definitions back, all Off.
+//
+// The same binary is the worker: run with argv[0] "vmwp", it is vmwp.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/partita-hv/partita/root"
+	wmiapi "github.com/partita-hv/partita/wmi-api"
+)
+
+func main() {
+	if isWorker() {
+		os.Exit(workerMain())
+	}
+	stateDir := flag.String("state-dir", wmiapi.DefaultStateDir(), "state directory: definitions, the API token, worker pid files")
+	listen := flag.String("listen", wmiapi.DefaultListen, "API address: host:port, or unix:PATH")
+	logFormat := flag.String("log-format", "text", "log format: text or json")
+	logLevel := flag.String("log-level", "info", "log level: trace, debug, info, warn, error")
+	flag.Parse()
+	if flag.NArg() != 0 {
+		fmt.Fprintf(os.Stderr, "vmms: unexpected arguments %q\n", flag.Args())
+		os.Exit(2)
+	}
+	if err := run(*stateDir, *listen, *logFormat, *logLevel); err != nil {
+		fmt.Fprintln(os.Stderr, "vmms:", err)
+		os.Exit(1)
+	}
+}
+
+func run(stateDir, listen, logFormat, logLevel string) error {
+	if logFormat != "text" && logFormat != "json" {
+		return fmt.Errorf("--log-format %q: want text or json", logFormat)
+	}
+	level := hclog.LevelFromString(logLevel)
+	if level == hclog.NoLevel {
+		return fmt.Errorf("--log-level %q: want trace, debug, info, warn or error", logLevel)
+	}
+	log := hclog.New(&hclog.LoggerOptions{Name: "vmms", Level: level, JSONFormat: logFormat == "json", Output: os.Stderr})
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	svc, err := root.New(root.Config{StateDir: stateDir, Logger: log, Registerer: reg})
+	if err != nil {
+		return err
+	}
+	handler, err := wmiapi.NewHandler(wmiapi.ServerConfig{Backend: svc, Token: svc.Token(), Logger: log.Named("api"),
+		Registerer: reg, Metrics: promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg})})
+	if err != nil {
+		return err
+	}
+	ln, err := listenOn(listen)
+	if err != nil {
+		svc.Close()
+		return err
+	}
+	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
+	log.Info("serving", "listen", ln.Addr().String(), "token_file", stateDir+"/"+wmiapi.TokenFile)
+	// Tests and scripts read the address from this line on stdout.
+	fmt.Printf("vmms: listening on %s\n", ln.Addr())
+
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
+	select {
+	case s := <-sig:
+		log.Info("stopping", "signal", s.String())
+	case err := <-errc:
+		log.Error("server failed", "error", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	srv.Shutdown(ctx)
+	return svc.Close()
+}
+
+// listenOn opens host:port or unix:PATH (a stale socket file is replaced).
+func listenOn(addr string) (net.Listener, error) {
+	if path, ok := strings.CutPrefix(addr, "unix:"); ok {
+		if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return nil, err
+		}
+		ln, err := net.Listen("unix", path)
+		if err != nil {
+			return nil, err
+		}
+		if err := os.Chmod(path, 0o600); err != nil {
+			ln.Close()
+			return nil, err
+		}
+		return ln, nil
+	}
+	return net.Listen("tcp", addr)
+}

@@ -1,0 +1,126 @@
+package root
+
+import (
+	"context"
+	"io"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/partita-hv/partita/partition/control"
+	wmiapi "github.com/partita-hv/partita/wmi-api"
+)
+
+// metrics are the root's Prometheus series. Per-partition labels are
+// bounded by the partition limit (maxPartitions); a destroyed partition's
+// series are deleted.
+type metrics struct {
+	s             *Service
+	workerStarts  prometheus.Counter
+	workerExits   *prometheus.CounterVec // by kind
+	workerCrashes prometheus.Counter
+	consoleOut    *prometheus.CounterVec // by partition
+	consoleIn     *prometheus.CounterVec
+	partitions    *prometheus.Desc // by state, gathered
+	exits         *prometheus.Desc // by partition, reason, gathered from the workers
+	memory        *prometheus.Desc // by partition
+}
+
+func newMetrics(s *Service) *metrics {
+	return &metrics{
+		s: s,
+		workerStarts: prometheus.NewCounter(prometheus.CounterOpts{Name: "partita_worker_starts_total",
+			Help: "Worker processes started."}),
+		workerExits: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "partita_worker_exits_total",
+			Help: "Worker processes that ended, by how: powered_off, turned_off, guest_failure, crashed, start_failed."}, []string{"kind"}),
+		workerCrashes: prometheus.NewCounter(prometheus.CounterOpts{Name: "partita_worker_crashes_total",
+			Help: "Worker processes that died without reporting (killed, crashed)."}),
+		consoleOut: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "partita_console_output_bytes_total",
+			Help: "Bytes the guest wrote to its console (COM1)."}, []string{"partition"}),
+		consoleIn: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "partita_console_input_bytes_total",
+			Help: "Bytes sent to the guest's console (COM1) through the API."}, []string{"partition"}),
+		partitions: prometheus.NewDesc("partita_partitions", "Partitions, by state.", []string{"state"}, nil),
+		exits: prometheus.NewDesc("partita_vcpu_exits_total", "Virtual processor exits to the worker, by partition and exit reason (since the partition last started).",
+			[]string{"partition", "reason"}, nil),
+		memory: prometheus.NewDesc("partita_guest_memory_bytes", "Guest memory of running partitions.", []string{"partition"}, nil),
+	}
+}
+
+func (m *metrics) register(r prometheus.Registerer) error {
+	for _, c := range []prometheus.Collector{m.workerStarts, m.workerExits, m.workerCrashes, m.consoleOut, m.consoleIn, m} {
+		if err := r.Register(c); err != nil {
+			return err
+		}
+	}
+	// Make the exit kinds visible before the first exit.
+	for _, k := range []string{"powered_off", "turned_off", "guest_failure", "crashed", "start_failed"} {
+		m.workerExits.WithLabelValues(k)
+	}
+	return nil
+}
+
+// forget deletes a partition's series.
+func (m *metrics) forget(name string) {
+	m.consoleOut.DeleteLabelValues(name)
+	m.consoleIn.DeleteLabelValues(name)
+}
+
+// Describe implements prometheus.Collector.
+func (m *metrics) Describe(ch chan<- *prometheus.Desc) {
+	ch <- m.partitions
+	ch <- m.exits
+	ch <- m.memory
+}
+
+// statsTimeout bounds how long a scrape waits for one worker's counters.
+const statsTimeout = 500 * time.Millisecond
+
+// Collect implements prometheus.Collector: partition states from the
+// registry, and counters asked of every running worker.
+func (m *metrics) Collect(ch chan<- prometheus.Metric) {
+	s := m.s
+	type running struct {
+		name string
+		w    *worker
+	}
+	var rs []running
+	counts := map[uint16]int{}
+	s.mu.Lock()
+	for _, p := range s.byID {
+		counts[p.state]++
+		if p.worker != nil {
+			rs = append(rs, running{p.def.Name, p.worker})
+		}
+	}
+	s.mu.Unlock()
+	for _, st := range []uint16{wmiapi.StateRunning, wmiapi.StateOff, wmiapi.StatePaused, wmiapi.StateSaved, wmiapi.StateStarting,
+		wmiapi.StateStopping, wmiapi.StateShuttingDown, wmiapi.StatePausing, wmiapi.StateResuming} {
+		ch <- prometheus.MustNewConstMetric(m.partitions, prometheus.GaugeValue, float64(counts[st]), stateName(st))
+	}
+	for _, r := range rs {
+		ch <- prometheus.MustNewConstMetric(m.memory, prometheus.GaugeValue, float64(r.w.mem.Size()), r.name)
+		ctx, cancel := context.WithTimeout(context.Background(), statsTimeout)
+		reply, err := r.w.request(ctx, &control.Message{Type: control.TypeStats})
+		cancel()
+		if err != nil || reply.Stats == nil {
+			continue
+		}
+		for reason, n := range reply.Stats.Exits {
+			if len(reason) > 32 {
+				continue // keep labels bounded whatever a worker says
+			}
+			ch <- prometheus.MustNewConstMetric(m.exits, prometheus.CounterValue, float64(n), r.name, reason)
+		}
+	}
+}
+
+// countingWriter counts bytes into a counter on their way to w.
+type countingWriter struct {
+	w io.Writer
+	n prometheus.Counter
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	c.n.Add(float64(len(p)))
+	return c.w.Write(p)
+}

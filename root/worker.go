@@ -1,0 +1,281 @@
+package root
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/partita-hv/partita/partition/control"
+	"github.com/partita-hv/partita/partition/memory"
+)
+
+// WorkerArgv0 is the argv[0] the root gives a worker process it starts by
+// re-executing a binary: the binary's main runs the worker when it sees it.
+const WorkerArgv0 = "vmwp"
+
+// workerExit is how a worker process ended.
+type workerExit struct {
+	stopped *control.Stopped // the partition's own report, if it sent one
+	err     error            // the process's exit status (nil: exit 0)
+	crash   bool             // the process died without reporting
+	reason  string           // one line for people
+}
+
+// worker is one running worker process, from the root's side.
+type worker struct {
+	log    hclog.Logger
+	cmd    *exec.Cmd
+	conn   *control.Conn
+	mem    *memory.Memory // the root's own mapping of guest memory, for VSPs
+	in     *os.File       // the worker's COM1 input (its stdin)
+	stderr *logLines
+
+	mu      sync.Mutex
+	seq     uint64
+	pending map[uint64]chan *control.Message
+	stopped *control.Stopped
+
+	done chan struct{} // closed once the process is reaped; exit is set
+	exit workerExit
+}
+
+// spawnConfig is what spawnWorker needs.
+type spawnConfig struct {
+	exe     string // binary to run with argv[0] WorkerArgv0
+	def     *Definition
+	console io.Writer
+	log     hclog.Logger
+	started func(*worker) // called once the process runs, before the start request
+}
+
+// spawnWorker creates the partition's guest memory, starts a worker
+// process, hands it the memory over the control socket and waits for it
+// to report the partition built and running.
+func spawnWorker(ctx context.Context, sc spawnConfig) (*worker, error) {
+	d := sc.def
+	mem, err := memory.New(d.Name, d.MemoryMB<<20)
+	if err != nil {
+		return nil, fmt.Errorf("guest memory: %w", err)
+	}
+	conn, theirs, err := control.Pair()
+	if err != nil {
+		mem.Close()
+		return nil, err
+	}
+	inR, inW, err := os.Pipe()
+	if err != nil {
+		mem.Close()
+		conn.Close()
+		theirs.Close()
+		return nil, err
+	}
+	stderr := &logLines{log: sc.log}
+	cmd := &exec.Cmd{
+		Path:       sc.exe,
+		Args:       []string{WorkerArgv0, "--partition", d.Name, "--control-fd", "3"},
+		ExtraFiles: []*os.File{theirs},
+		Stdin:      inR,
+		Stdout:     sc.console,
+		Stderr:     stderr,
+		Env:        os.Environ(),
+	}
+	err = cmd.Start()
+	theirs.Close()
+	inR.Close()
+	if err != nil {
+		mem.Close()
+		conn.Close()
+		inW.Close()
+		return nil, fmt.Errorf("start worker: %w", err)
+	}
+	w := &worker{log: sc.log, cmd: cmd, stderr: stderr, conn: conn, mem: mem, in: inW,
+		pending: map[uint64]chan *control.Message{}, done: make(chan struct{})}
+	go w.supervise()
+	if sc.started != nil {
+		sc.started(w)
+	}
+	disks := make([]string, len(d.Disks))
+	for i, disk := range d.Disks {
+		disks[i] = disk.Path
+	}
+	_, err = w.request(ctx, &control.Message{Type: control.TypeStart, Start: &control.Start{
+		Name: d.Name, ID: d.ID, Generation: d.Generation, Firmware: d.Firmware, Disks: disks,
+		MemoryBytes: d.MemoryMB << 20, Processors: d.Processors}}, mem.File())
+	if err != nil {
+		w.kill()
+		<-w.done
+		if w.exit.crash || w.exit.stopped != nil {
+			reason := w.exit.reason
+			if last := w.stderr.last(); last != "" {
+				reason += ": " + last
+			}
+			return nil, errors.New(reason)
+		}
+		return nil, err
+	}
+	return w, nil
+}
+
+// errWorkerGone: the worker ended before it answered.
+var errWorkerGone = errors.New("worker process ended")
+
+// request sends one request and waits for its reply.
+func (w *worker) request(ctx context.Context, m *control.Message, files ...*os.File) (*control.Message, error) {
+	ch := make(chan *control.Message, 1)
+	w.mu.Lock()
+	w.seq++
+	m.Seq = w.seq
+	w.pending[m.Seq] = ch
+	w.mu.Unlock()
+	defer func() {
+		w.mu.Lock()
+		delete(w.pending, m.Seq)
+		w.mu.Unlock()
+	}()
+	if err := w.conn.Send(m, files...); err != nil {
+		return nil, err
+	}
+	select {
+	case r := <-ch:
+		if r.Error != "" {
+			return r, errors.New(r.Error)
+		}
+		return r, nil
+	case <-w.done:
+		return nil, errWorkerGone
+	case <-ctx.Done():
+		return nil, fmt.Errorf("worker did not answer %s: %w", m.Type, ctx.Err())
+	}
+}
+
+// supervise reads the worker's messages until its socket closes, then
+// reaps the process and records how it ended.
+func (w *worker) supervise() {
+	bad := 0
+	for {
+		m, files, err := w.conn.Recv()
+		for _, f := range files {
+			f.Close()
+		}
+		if errors.Is(err, control.ErrClosed) {
+			break
+		}
+		if err != nil {
+			bad++
+			w.log.Warn("bad record from worker", "error", err)
+			if bad > 100 {
+				w.log.Error("worker keeps sending bad records; killing it")
+				w.kill()
+				break
+			}
+			continue
+		}
+		switch m.Type {
+		case control.TypeReply:
+			w.mu.Lock()
+			ch := w.pending[m.Seq]
+			w.mu.Unlock()
+			if ch != nil {
+				ch <- m
+			}
+		case control.TypeStopped:
+			w.mu.Lock()
+			w.stopped = m.Stopped
+			w.mu.Unlock()
+		default:
+			w.log.Warn("unexpected record from worker", "type", m.Type)
+		}
+	}
+	err := w.cmd.Wait()
+	w.conn.Close()
+	w.in.Close()
+	w.mem.Close()
+	w.mu.Lock()
+	st := w.stopped
+	w.mu.Unlock()
+	ex := workerExit{stopped: st, err: err}
+	switch {
+	case st != nil:
+		ex.reason = st.Reason
+		if st.FlushErr != "" {
+			ex.reason += "; flushing disks failed: " + st.FlushErr
+		}
+	case err != nil:
+		ex.crash = true
+		ex.reason = "worker process died: " + err.Error()
+	default:
+		ex.crash = true
+		ex.reason = "worker process exited without a report"
+	}
+	w.exit = ex
+	close(w.done)
+}
+
+// kill ends the process now.
+func (w *worker) kill() {
+	if w.cmd.Process != nil {
+		w.cmd.Process.Kill()
+	}
+}
+
+// pid is the worker's process id.
+func (w *worker) pid() int { return w.cmd.Process.Pid }
+
+// writeInput sends bytes to the guest's COM1, waiting at most a while for
+// a guest that does not read.
+func (w *worker) writeInput(p []byte) error {
+	w.in.SetWriteDeadline(time.Now().Add(2 * time.Second))
+	_, err := w.in.Write(p)
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		return errors.New("the guest is not reading its console input")
+	}
+	return err
+}
+
+// logLines re-logs the worker's standard error, line by line, under the
+// partition's logger.
+type logLines struct {
+	log      hclog.Logger
+	mu       sync.Mutex
+	partial  []byte
+	lastLine string
+}
+
+// last is the last line the worker wrote.
+func (l *logLines) last() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.lastLine
+}
+
+func (l *logLines) Write(p []byte) (int, error) {
+	n := len(p)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.partial = append(l.partial, p...)
+	for {
+		i := strings.IndexByte(string(l.partial), '\n')
+		if i < 0 {
+			break
+		}
+		line := strings.TrimSpace(string(l.partial[:i]))
+		l.partial = l.partial[i+1:]
+		if line != "" {
+			l.log.Info("worker", "line", line)
+			l.lastLine = line
+		}
+	}
+	if len(l.partial) > 64<<10 {
+		l.log.Info("worker", "line", string(l.partial))
+		l.partial = l.partial[:0]
+	}
+	return n, nil
+}
