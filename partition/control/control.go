@@ -114,9 +114,9 @@ func (m *Message) Validate(nfds int) error {
 // Conn is one end of a control socket. Send and Recv may run concurrently
 // with each other, not with themselves.
 type Conn struct {
-	c    *net.UnixConn
-	buf  []byte
-	oob  []byte
+	c   *net.UnixConn
+	buf []byte
+	oob []byte
 }
 
 // Pair makes a connected socket pair: the root's Conn, and the worker's end
