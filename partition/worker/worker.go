@@ -126,6 +126,15 @@ type Partition struct {
 	reason  StopReason // written once, before stopped closes
 	running sync.WaitGroup
 
+	// The pause gate. Every vCPU thread passes it before each KVM_RUN;
+	// while paused is set it parks there. runCond is signalled on every
+	// change of the fields below and when the partition stops.
+	runMu   sync.Mutex
+	runCond sync.Cond // L is &runMu
+	paused  bool      // guarded by runMu
+	live    int       // vCPU threads started and not yet returned; guarded by runMu
+	parked  int       // vCPU threads waiting at the gate; guarded by runMu
+
 	lastPOST atomic.Uint32
 	exits    [32]atomic.Uint64 // by kvm exit reason (low values)
 
@@ -133,8 +142,14 @@ type Partition struct {
 	closeErr  error
 }
 
-// ErrConfig: a configuration that cannot run.
-var ErrConfig = errors.New("worker: bad configuration")
+// Errors.
+var (
+	// ErrConfig: a configuration that cannot run.
+	ErrConfig = errors.New("worker: bad configuration")
+	// ErrStopped: the partition has stopped; it cannot be paused,
+	// resumed or have its power button pressed.
+	ErrStopped = errors.New("worker: the partition has stopped")
+)
 
 // New builds the partition: memory, ROM, VM, devices. It does not start
 // the vCPUs.
@@ -165,6 +180,7 @@ func newPartition(cfg Config) (*Partition, error) {
 	}
 	p := &Partition{cfg: cfg, log: cfg.Logger.Named("worker").With("partition", cfg.Name), stopped: make(chan struct{}),
 		pio: bus.New("pio"), mmio: bus.New("mmio")}
+	p.runCond.L = &p.runMu
 	ok := false
 	defer func() {
 		if !ok {
@@ -466,11 +482,102 @@ func (p *Partition) Exits() map[kvm.ExitReason]uint64 {
 // PIOStats returns the port-I/O bus counters.
 func (p *Partition) PIOStats() bus.Stats { return p.pio.Stats() }
 
-// Start starts one thread per vCPU.
+// Start starts one thread per vCPU. If Pause ran before, they park
+// before their first entry into the guest.
 func (p *Partition) Start() {
+	p.runMu.Lock()
+	p.live += p.cfg.Processors
+	p.runMu.Unlock()
 	for i := 0; i < p.cfg.Processors; i++ {
 		p.running.Add(1)
 		go p.runVCPU(uint32(i))
+	}
+}
+
+// Pause parks every vCPU thread outside KVM_RUN and returns once all of
+// them are parked (at once if the partition has not started). Devices
+// driven by host timers (the RTC) keep running; their interrupts wait for
+// Resume. Pausing a paused partition does nothing. After a stop, and if
+// the partition stops while Pause waits, it returns ErrStopped.
+func (p *Partition) Pause() error {
+	p.runMu.Lock()
+	if p.isStopped() {
+		p.runMu.Unlock()
+		return ErrStopped
+	}
+	p.paused = true
+	p.runMu.Unlock()
+	// The flag is set before the kicks, and each thread looks at it after
+	// its KVM_RUN returns, so a kick that lands between two runs (and is
+	// lost when the next run clears immediate_exit) costs nothing.
+	p.kickAll()
+	p.runMu.Lock()
+	defer p.runMu.Unlock()
+	// A Resume that overtakes this Pause ends the wait: the partition is
+	// then running, as the caller asked last.
+	for p.paused && p.parked < p.live && !p.isStopped() {
+		p.runCond.Wait()
+	}
+	if p.isStopped() {
+		return ErrStopped
+	}
+	return nil
+}
+
+// Resume lets parked vCPU threads enter the guest again; it does not wait
+// for them to. Resuming a running partition does nothing. After a stop it
+// returns ErrStopped.
+func (p *Partition) Resume() error {
+	p.runMu.Lock()
+	defer p.runMu.Unlock()
+	if p.isStopped() {
+		return ErrStopped
+	}
+	if p.paused {
+		p.paused = false
+		p.runCond.Broadcast()
+	}
+	return nil
+}
+
+// Paused reports whether the partition is paused: Pause has been called
+// and Resume has not since. (A Pause still waiting for its vCPUs counts.)
+func (p *Partition) Paused() bool {
+	p.runMu.Lock()
+	defer p.runMu.Unlock()
+	return p.paused
+}
+
+// gate is where a vCPU thread parks while the partition is paused. It
+// reports false once the partition has stopped.
+func (p *Partition) gate() bool {
+	p.runMu.Lock()
+	defer p.runMu.Unlock()
+	if p.paused && !p.isStopped() {
+		p.parked++
+		p.runCond.Broadcast()
+		for p.paused && !p.isStopped() {
+			p.runCond.Wait()
+		}
+		p.parked--
+	}
+	return !p.isStopped()
+}
+
+// vcpuDone is the last thing a vCPU thread does.
+func (p *Partition) vcpuDone() {
+	p.runMu.Lock()
+	p.live--
+	p.runCond.Broadcast()
+	p.runMu.Unlock()
+	p.running.Done()
+}
+
+func (p *Partition) kickAll() {
+	p.vcpuMu.Lock()
+	defer p.vcpuMu.Unlock()
+	for _, v := range p.vcpus {
+		v.Kick()
 	}
 }
 
@@ -486,11 +593,12 @@ func (p *Partition) Stop(reason StopReason) {
 	p.stop.Do(func() {
 		p.reason = reason
 		close(p.stopped)
-		p.vcpuMu.Lock()
-		for _, v := range p.vcpus {
-			v.Kick()
-		}
-		p.vcpuMu.Unlock()
+		// Wake parked vCPU threads and waiting Pause calls: they look at
+		// stopped under runMu, so after this broadcast none sleeps on.
+		p.runMu.Lock()
+		p.runCond.Broadcast()
+		p.runMu.Unlock()
+		p.kickAll()
 	})
 }
 
@@ -510,7 +618,7 @@ func (p *Partition) isStopped() bool {
 // runVCPU is one vCPU's thread: create it there (KVM ties a vCPU to the
 // thread that runs it), give it CPUID, and run until the partition stops.
 func (p *Partition) runVCPU(id uint32) {
-	defer p.running.Done()
+	defer p.vcpuDone()
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	v, err := p.setupVCPU(id)
@@ -518,7 +626,7 @@ func (p *Partition) runVCPU(id uint32) {
 		p.Stop(StopReason{Message: fmt.Sprintf("vcpu %d: %v", id, err)})
 		return
 	}
-	for !p.isStopped() {
+	for p.gate() {
 		r, err := v.Run()
 		if err != nil {
 			p.Stop(StopReason{Message: fmt.Sprintf("vcpu %d: %v", id, err)})

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -366,4 +367,179 @@ func TestBadConfig(t *testing.T) {
 			t.Errorf("%+v: %v", c, err)
 		}
 	}
+}
+
+// countWriter counts the bytes written to it, slowly: a vCPU thread
+// spends most of its time in Write, so a Pause that returned before the
+// threads parked would let the count move on.
+type countWriter struct{ n atomic.Int64 }
+
+func (c *countWriter) Write(p []byte) (int, error) {
+	time.Sleep(200 * time.Microsecond)
+	c.n.Add(int64(len(p)))
+	return len(p), nil
+}
+
+// waitFor polls cond every millisecond until it holds or d passes.
+func waitFor(d time.Duration, cond func() bool) bool {
+	for deadline := time.Now().Add(d); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+		if cond() {
+			return true
+		}
+	}
+	return cond()
+}
+
+// startTicker starts the ticker ROM (COM1 output for ever) on two vCPUs;
+// the second waits for a start-up IPI that never comes, in KVM_RUN.
+func startTicker(t *testing.T, beforeStart func(*Partition)) (*Partition, *countWriter) {
+	t.Helper()
+	requireKVM(t)
+	out := &countWriter{}
+	p, err := New(Config{Name: t.Name(), Firmware: buildROM(t, "ticker"), Memory: 16 << 20, Processors: 2, Serial: out})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		p.Stop(StopReason{Message: "test done"})
+		p.Wait()
+		p.Close()
+	})
+	if beforeStart != nil {
+		beforeStart(p)
+	}
+	p.Start()
+	return p, out
+}
+
+// TestPauseResume: once Pause returns, COM1 output and the exit counts
+// stay still; after Resume they grow again. Both are idempotent.
+func TestPauseResume(t *testing.T) {
+	p, out := startTicker(t, nil)
+	if !waitFor(10*time.Second, func() bool { return out.n.Load() > 100 }) {
+		t.Fatalf("no output from the ticker ROM: %d bytes", out.n.Load())
+	}
+	for round := 0; round < 3; round++ {
+		if err := p.Pause(); err != nil {
+			t.Fatal(err)
+		}
+		if err := p.Pause(); err != nil {
+			t.Fatalf("second Pause: %v", err)
+		}
+		if !p.Paused() {
+			t.Fatal("Paused() false after Pause")
+		}
+		n, exits := out.n.Load(), p.Exits()[kvm.ExitIO]
+		time.Sleep(200 * time.Millisecond)
+		if m, e := out.n.Load(), p.Exits()[kvm.ExitIO]; m != n || e != exits {
+			t.Fatalf("round %d: while paused COM1 grew %d -> %d bytes, I/O exits %d -> %d", round, n, m, exits, e)
+		}
+		if err := p.Resume(); err != nil {
+			t.Fatal(err)
+		}
+		if err := p.Resume(); err != nil {
+			t.Fatalf("second Resume: %v", err)
+		}
+		if p.Paused() {
+			t.Fatal("Paused() true after Resume")
+		}
+		if !waitFor(10*time.Second, func() bool { return out.n.Load() > n+100 }) {
+			t.Fatalf("round %d: no output after Resume (%d bytes, %d before)", round, out.n.Load(), n)
+		}
+	}
+}
+
+// TestPauseBeforeStart: a partition paused before Start does not enter
+// the guest until Resume.
+func TestPauseBeforeStart(t *testing.T) {
+	p, out := startTicker(t, func(p *Partition) {
+		if err := p.Pause(); err != nil {
+			t.Fatal(err)
+		}
+	})
+	time.Sleep(200 * time.Millisecond)
+	if n := out.n.Load(); n != 0 || len(p.Exits()) != 0 {
+		t.Fatalf("paused before start, yet %d bytes and exits %v", n, p.Exits())
+	}
+	if err := p.Pause(); err != nil { // now waits for the started threads
+		t.Fatal(err)
+	}
+	if err := p.Resume(); err != nil {
+		t.Fatal(err)
+	}
+	if !waitFor(10*time.Second, func() bool { return out.n.Load() > 100 }) {
+		t.Fatalf("no output after Resume: %d bytes", out.n.Load())
+	}
+}
+
+// TestStopWhilePaused: Stop ends a paused partition, and Pause and Resume
+// after it report ErrStopped without blocking.
+func TestStopWhilePaused(t *testing.T) {
+	p, out := startTicker(t, nil)
+	if !waitFor(10*time.Second, func() bool { return out.n.Load() > 0 }) {
+		t.Fatal("no output from the ticker ROM")
+	}
+	if err := p.Pause(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan StopReason, 1)
+	go func() { done <- p.Wait() }()
+	p.Stop(StopReason{Message: "turned off"})
+	select {
+	case r := <-done:
+		if r.Message != "turned off" {
+			t.Errorf("stopped with %q", r)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("a paused partition did not stop")
+	}
+	for name, f := range map[string]func() error{"Pause": p.Pause, "Resume": p.Resume} {
+		if err := f(); !errors.Is(err, ErrStopped) {
+			t.Errorf("%s after Stop: %v", name, err)
+		}
+	}
+}
+
+// TestPauseResumeRace hammers Pause and Resume from several goroutines
+// while the guest runs, then stops the partition under them: nothing
+// deadlocks, and every call returns nil or ErrStopped.
+func TestPauseResumeRace(t *testing.T) {
+	p, out := startTicker(t, nil)
+	if !waitFor(10*time.Second, func() bool { return out.n.Load() > 0 }) {
+		t.Fatal("no output from the ticker ROM")
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, 4)
+	for g := 0; g < 4; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; ; i++ {
+				f := p.Pause
+				if (i+g)%2 == 1 {
+					f = p.Resume
+				}
+				if err := f(); errors.Is(err, ErrStopped) {
+					return
+				} else if err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	time.Sleep(300 * time.Millisecond)
+	p.Stop(StopReason{Message: "test done"})
+	finished := make(chan struct{})
+	go func() { wg.Wait(); close(finished) }()
+	select {
+	case <-finished:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Pause/Resume callers still blocked 10 s after Stop")
+	}
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	p.Wait()
 }
