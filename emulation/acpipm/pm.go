@@ -1,19 +1,30 @@
 // Package acpipm models the power-management I/O block of the PIIX4's
-// ACPI function: PM1 status, enable and control, and the 24-bit ACPI PM
-// timer. A write of SLP_EN with sleep type 0 to PM1 control is a soft
-// power-off (S5 in the _S5 package SeaBIOS and QEMU describe for PIIX4),
-// reported through a callback.
+// ACPI function: PM1 status, enable and control, the 24-bit ACPI PM timer,
+// and the fixed-feature power button. A write of SLP_EN with sleep type 0
+// to PM1 control is a soft power-off (S5 in the _S5 package SeaBIOS and
+// QEMU describe for PIIX4), reported through a callback.
+//
+// The power button is the ACPI specification's fixed-hardware one (not a
+// control-method button in the DSDT): PowerButton sets PWRBTN_STS
+// (PM1 status bit 8). While that bit, its enable PWRBTN_EN (PM1 enable
+// bit 8) and SCI_EN (PM1 control bit 0) are all set, the block drives its
+// SCI output high; the guest's handler lowers it by writing 1 to
+// PWRBTN_STS. The SCI is a level: the owner wires it to the interrupt
+// controller (IRQ 9 on a PIIX4 PC, active high, level triggered).
 //
 // Register block (PIIX4 datasheet, section 11.7 "Power Management I/O
 // Space"), offsets from the PM base:
 //
-//	0x00 PM1STS  u16  status, write 1 to clear
-//	0x02 PM1EN   u16  enables
+//	0x00 PM1STS  u16  status, write 1 to clear: PWRBTN_STS bit 8
+//	0x02 PM1EN   u16  enables: PWRBTN_EN bit 8
 //	0x04 PM1CNT  u16  control: SCI_EN bit 0, SLP_TYP bits 10-12, SLP_EN bit 13
 //	0x08 PMTMR   u32  free-running 3.579545 MHz counter, 24 bits
 //
 // Left out for now: general-purpose events, the PM1 timer overflow event
-// and its SCI, and sleep states other than soft-off.
+// and its SCI, the other fixed events (global lock, sleep button, RTC
+// alarm; their status bits never set), the SMI the chip raises instead of
+// an SCI while SCI_EN is clear, the power-button override (four seconds
+// held), and sleep states other than soft-off.
 package acpipm
 
 import (
@@ -37,22 +48,68 @@ const (
 	slpEn      = 1 << 13
 	slpTypMask = 7 << 10
 	sciEn      = 1
+
+	// pwrBtn is PWRBTN_STS in PM1 status and PWRBTN_EN in PM1 enable.
+	pwrBtn = 1 << 8
+
+	// sciEvents are the status bits that can raise the SCI (with their
+	// enables); the block sets no others.
+	sciEvents = pwrBtn
 )
 
 // PM is the PM1 block.
 type PM struct {
 	start    time.Time
 	powerOff func()
+	sci      func(level bool)
 
-	mu      sync.Mutex
-	status  uint16 // guarded by mu
-	enable  uint16 // guarded by mu
-	control uint16 // guarded by mu
+	mu       sync.Mutex
+	status   uint16 // guarded by mu
+	enable   uint16 // guarded by mu
+	control  uint16 // guarded by mu
+	sciLevel bool   // level last driven through sci; guarded by mu
 }
 
-// New makes a PM block whose timer starts now; powerOff is called when the
-// guest requests soft-off.
-func New(powerOff func()) *PM { return &PM{start: time.Now(), powerOff: powerOff} }
+// New makes a PM block whose timer starts now. powerOff is called when the
+// guest requests soft-off (without the block's lock held). sci drives the
+// SCI line; it is called only when the level changes, with the block's
+// lock held so that levels reach the interrupt controller in the order
+// they were decided, and so must not call back into the block. Either may
+// be nil.
+func New(powerOff func(), sci func(level bool)) *PM {
+	return &PM{start: time.Now(), powerOff: powerOff, sci: sci}
+}
+
+// PowerButton presses the power button: it sets PWRBTN_STS, raising the
+// SCI if the guest enabled it. It reports whether the guest listens, that
+// is whether PWRBTN_EN and SCI_EN are both set; the status bit is set
+// either way, as the hardware would.
+func (p *PM) PowerButton() (listening bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.status |= pwrBtn
+	p.updateSCILocked()
+	return p.enable&pwrBtn != 0 && p.control&sciEn != 0
+}
+
+// SCI reports the level the block drives on its SCI line.
+func (p *PM) SCI() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.sciLevel
+}
+
+// updateSCILocked recomputes the SCI level and drives it if it changed.
+func (p *PM) updateSCILocked() {
+	level := p.control&sciEn != 0 && p.status&p.enable&sciEvents != 0
+	if level == p.sciLevel {
+		return
+	}
+	p.sciLevel = level
+	if p.sci != nil {
+		p.sci(level)
+	}
+}
 
 // Read implements bus.Device.
 func (p *PM) Read(off uint64, data []byte) {
@@ -110,6 +167,7 @@ func (p *PM) writeByte(off uint64, b byte) {
 			powerOff = (p.control&slpTypMask)>>10 == 0
 		}
 	}
+	p.updateSCILocked()
 	p.mu.Unlock()
 	if powerOff && p.powerOff != nil {
 		p.powerOff()

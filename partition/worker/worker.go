@@ -68,6 +68,7 @@ const (
 	com2IRQ      = 3
 	cmosBase     = 0x70
 	rtcIRQ       = 8
+	sciIRQ       = 9 // the PIIX4's SCI, as SeaBIOS's FADT and MADT describe it
 	keyboardIRQ  = 1
 	mouseIRQ     = 12
 )
@@ -111,6 +112,7 @@ type Partition struct {
 	mmio *bus.Bus
 	com1 *uart.UART
 	cmos *cmos.CMOS
+	pm   *acpipm.PM
 	pci  *pci.Host
 	ide  *ide.Channel
 
@@ -149,6 +151,11 @@ var (
 	// ErrStopped: the partition has stopped; it cannot be paused,
 	// resumed or have its power button pressed.
 	ErrStopped = errors.New("worker: the partition has stopped")
+	// ErrNoPowerButtonListener: the power button was pressed but the guest
+	// has not enabled the ACPI power-button event (PWRBTN_EN) or ACPI
+	// mode (SCI_EN), so nothing will act on it. The text is what the
+	// root service reports; it carries no package prefix.
+	ErrNoPowerButtonListener = errors.New("guest does not listen for the ACPI power button")
 )
 
 // New builds the partition: memory, ROM, VM, devices. It does not start
@@ -353,7 +360,8 @@ func (p *Partition) addDevices() error {
 	if err := p.pci.Add("piix3-ide", 1, 1, ide.NewPCIFunction(busMaster.place)); err != nil {
 		return err
 	}
-	pm := &movable{p: p, name: "acpi-pm", size: acpipm.Size, dev: acpipm.New(p.powerOff)}
+	p.pm = acpipm.New(p.powerOff, p.irqLine(sciIRQ))
+	pm := &movable{p: p, name: "acpi-pm", size: acpipm.Size, dev: p.pm}
 	if err := p.pci.Add("piix4-pm", 1, 3, acpipm.NewPCIFunction(PMBase, pm.place)); err != nil {
 		return err
 	}
@@ -460,6 +468,23 @@ func (p *Partition) irqLine(irq uint32) func(bool) {
 			p.log.Warn("irq line", "irq", irq, "error", err)
 		}
 	}
+}
+
+// PowerButton presses the ACPI fixed-feature power button: PWRBTN_STS is
+// set in the PM1 block and, if the guest enabled the event (PWRBTN_EN) and
+// ACPI mode (SCI_EN), the SCI is raised on IRQ 9 until the guest clears
+// the status. If the guest does not listen it returns
+// ErrNoPowerButtonListener (the status bit is set anyway, as on the
+// hardware); after a stop, ErrStopped. A paused guest sees the press when
+// it resumes.
+func (p *Partition) PowerButton() error {
+	if p.isStopped() {
+		return ErrStopped
+	}
+	if !p.pm.PowerButton() {
+		return ErrNoPowerButtonListener
+	}
+	return nil
 }
 
 // COM1 is the first serial port, for console input.

@@ -221,6 +221,11 @@ func TestSeaBIOSPOST(t *testing.T) {
 		}
 		if strings.Contains(s, "Booting from Hard Disk") {
 			t.Logf("banner after %v, boot order after %v", banner.Round(time.Millisecond), time.Since(start).Round(time.Millisecond))
+			// SeaBIOS describes the ACPI hardware for an OS but does not
+			// enter ACPI mode itself: nobody listens to the button.
+			if err := p.PowerButton(); !errors.Is(err, ErrNoPowerButtonListener) {
+				t.Errorf("PowerButton under SeaBIOS: %v", err)
+			}
 			return
 		}
 	}
@@ -542,4 +547,58 @@ func TestPauseResumeRace(t *testing.T) {
 		t.Error(err)
 	}
 	p.Wait()
+}
+
+// TestPowerButton runs a ROM with no BIOS that enables the ACPI power
+// button and polls for it: the press reaches it, the SCI shows in the
+// slave PIC's IRR as IRQ 9 and drops when the guest clears the status,
+// and the guest powers off.
+func TestPowerButton(t *testing.T) {
+	requireKVM(t)
+	var out syncBuffer
+	p, err := New(Config{Name: t.Name(), Firmware: buildROM(t, "pwrbtn"), Memory: 16 << 20, Serial: &out})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	p.Start()
+	defer func() { p.Stop(StopReason{Message: "test done"}); p.Wait() }()
+	if !waitFor(10*time.Second, func() bool { return out.String() == "R" }) {
+		t.Fatalf("the ROM did not get ready: COM1 %q", out.String())
+	}
+	if err := p.PowerButton(); err != nil {
+		t.Fatalf("PowerButton: %v", err)
+	}
+	done := make(chan StopReason, 1)
+	go func() { done <- p.Wait() }()
+	select {
+	case r := <-done:
+		if !r.PowerOff {
+			t.Fatalf("stopped with %q", r)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatalf("no power-off after the button; COM1 %q", out.String())
+	}
+	if got := out.String(); got != "RIL" {
+		t.Errorf("COM1 %q, want \"RIL\" (R ready, I the SCI in IRR, L lowered after clearing)", got)
+	}
+	if err := p.PowerButton(); !errors.Is(err, ErrStopped) {
+		t.Errorf("PowerButton after the power-off: %v", err)
+	}
+}
+
+// TestPowerButtonNotListening: a guest that never enabled the event is
+// told apart from one that handles it.
+func TestPowerButtonNotListening(t *testing.T) {
+	p, out := startTicker(t, nil)
+	if !waitFor(10*time.Second, func() bool { return out.n.Load() > 0 }) {
+		t.Fatal("no output from the ticker ROM")
+	}
+	err := p.PowerButton()
+	if !errors.Is(err, ErrNoPowerButtonListener) {
+		t.Fatalf("PowerButton: %v", err)
+	}
+	if err.Error() != "guest does not listen for the ACPI power button" {
+		t.Errorf("message %q", err)
+	}
 }
