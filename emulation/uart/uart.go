@@ -23,7 +23,7 @@
 // 16450-mode detail that an overrun replaces the character in RBR (here, in
 // both modes, the character that does not fit is the one lost, as in FIFO
 // mode, §8.6 LSR1). Host input is flow-controlled rather than overrun: see
-// Receive.
+// Receive, and ReceiveAll, which waits for the guest to make room.
 //
 // The interrupt line is wired as on a PC: the UART's INTR output reaches
 // the interrupt controller only while MCR OUT2 is set. A guest's OUT2 bit
@@ -168,6 +168,9 @@ type UART struct {
 	lines       uint8 // MSR bits 4-7: the current modem-input states
 	deltas      uint8 // MSR bits 0-3, cleared by reading MSR
 	level       bool  // interrupt level last reported through irq
+	// room, if not nil, is closed (and reset to nil) when the receive
+	// FIFO gains room: a ReceiveAll waiting for the guest sleeps on it.
+	room chan struct{}
 
 	transmitted, received, overruns, outputErrors atomic.Uint64
 }
@@ -238,6 +241,49 @@ func (u *UART) Receive(b []byte) int {
 	var e effects
 	u.unlockAndEmit(&e)
 	return n
+}
+
+// ReceiveAll queues all of b into the receive FIFO, waiting whenever it is
+// full until the guest makes room (reads RBR, resets the FIFO or switches
+// FIFO mode), and returns how many bytes were accepted: len(b), or fewer
+// if done is closed first. No byte is dropped or overrun: those not
+// accepted stay the caller's. Safe to call from any goroutine; the bytes
+// of concurrent callers may interleave.
+func (u *UART) ReceiveAll(b []byte, done <-chan struct{}) int {
+	n := 0
+	for {
+		u.mu.Lock()
+		for n < len(b) && u.pushLocked(b[n]) {
+			n++
+		}
+		var room chan struct{}
+		if n < len(b) {
+			// Taken under mu, like the full FIFO it waits on: no room can
+			// appear unseen between the two.
+			if u.room == nil {
+				u.room = make(chan struct{})
+			}
+			room = u.room
+		}
+		var e effects
+		u.unlockAndEmit(&e)
+		if room == nil {
+			return n
+		}
+		select {
+		case <-room:
+		case <-done:
+			return n
+		}
+	}
+}
+
+// roomLocked wakes ReceiveAll callers waiting for room in the FIFO.
+func (u *UART) roomLocked() {
+	if u.room != nil {
+		close(u.room)
+		u.room = nil
+	}
 }
 
 // Stats returns the traffic counters.
@@ -383,6 +429,7 @@ func (u *UART) writeFCRLocked(v uint8) {
 	enable := v&fcrEnable != 0
 	if enable != u.fifo {
 		u.rxHead, u.rxCount = 0, 0
+		u.roomLocked()
 	}
 	u.fifo = enable
 	if !enable {
@@ -392,6 +439,7 @@ func (u *UART) writeFCRLocked(v uint8) {
 	if v&fcrRxReset != 0 {
 		// The receive shift register and LSR are not touched.
 		u.rxHead, u.rxCount = 0, 0
+		u.roomLocked()
 	}
 }
 
@@ -486,5 +534,6 @@ func (u *UART) popLocked() uint8 {
 	c := u.rx[u.rxHead]
 	u.rxHead = (u.rxHead + 1) % fifoSize
 	u.rxCount--
+	u.roomLocked()
 	return c
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"sync"
 	"testing"
+	"time"
 )
 
 // rig is a UART with its output and interrupt line captured.
@@ -237,6 +238,115 @@ func TestReceiveFlowControl(t *testing.T) {
 	r.outb(regIIR, 0)
 	if n := r.u.Receive([]byte("ab")); n != 1 {
 		t.Fatalf("Receive without FIFO accepted %d, want 1", n)
+	}
+}
+
+// receiveAll runs ReceiveAll on a goroutine; its result arrives on the
+// channel.
+func (r *rig) receiveAll(b []byte, done <-chan struct{}) <-chan int {
+	res := make(chan int, 1)
+	go func() { res <- r.u.ReceiveAll(b, done) }()
+	return res
+}
+
+// stillWaiting fails the test if ReceiveAll has returned.
+func stillWaiting(t *testing.T, res <-chan int) {
+	t.Helper()
+	select {
+	case n := <-res:
+		t.Fatalf("ReceiveAll returned %d while the FIFO was full", n)
+	case <-time.After(50 * time.Millisecond):
+	}
+}
+
+func result(t *testing.T, res <-chan int) int {
+	t.Helper()
+	select {
+	case n := <-res:
+		return n
+	case <-time.After(10 * time.Second):
+		t.Fatal("ReceiveAll still blocked after 10 s")
+		return 0
+	}
+}
+
+// TestReceiveAllWaitsForGuest: ReceiveAll fills the FIFO, waits while it
+// is full, and delivers every byte, in order and without an overrun, as
+// the guest reads them.
+func TestReceiveAllWaitsForGuest(t *testing.T) {
+	r := newRig(t)
+	r.outb(regIIR, 0xc1) // FIFO, trigger 14
+	in := make([]byte, 100)
+	for i := range in {
+		in[i] = byte(i * 7)
+	}
+	res := r.receiveAll(in, nil)
+	stillWaiting(t, res)
+	if s := r.u.Stats(); s.Received != 16 {
+		t.Fatalf("received %d with the guest not reading, want 16", s.Received)
+	}
+	for i := range in {
+		deadline := time.Now().Add(10 * time.Second)
+		for r.in(regLSR)&lsrDR == 0 {
+			if time.Now().After(deadline) {
+				t.Fatalf("byte %d never arrived", i)
+			}
+			time.Sleep(100 * time.Microsecond)
+		}
+		if got := r.in(regData); got != in[i] {
+			t.Fatalf("byte %d = %#x, want %#x", i, got, in[i])
+		}
+	}
+	if n := result(t, res); n != len(in) {
+		t.Fatalf("ReceiveAll accepted %d, want %d", n, len(in))
+	}
+	if s := r.u.Stats(); s.Received != uint64(len(in)) || s.Overruns != 0 {
+		t.Errorf("Stats = %+v", s)
+	}
+}
+
+// TestReceiveAllDone: closing done ends the wait, reporting only what
+// entered the FIFO; a closed done does not stop bytes that fit.
+func TestReceiveAllDone(t *testing.T) {
+	r := newRig(t)
+	r.outb(regIIR, 0x01)
+	done := make(chan struct{})
+	res := r.receiveAll(make([]byte, 20), done)
+	stillWaiting(t, res)
+	close(done)
+	if n := result(t, res); n != 16 {
+		t.Fatalf("ReceiveAll accepted %d, want 16", n)
+	}
+	r.in(regData)
+	r.in(regData)
+	if n := r.u.ReceiveAll([]byte("abc"), done); n != 2 {
+		t.Fatalf("ReceiveAll with done closed and room for 2 accepted %d", n)
+	}
+}
+
+// TestReceiveAllFIFOReset: resetting the receive FIFO, or switching FIFO
+// mode, makes room too; without FIFOs one byte fits at a time.
+func TestReceiveAllFIFOReset(t *testing.T) {
+	r := newRig(t)
+	r.outb(regIIR, 0x01)
+	res := r.receiveAll(make([]byte, 20), nil)
+	stillWaiting(t, res)
+	r.outb(regIIR, 0x03) // reset the receive FIFO: the last 4 go in
+	if n := result(t, res); n != 20 {
+		t.Fatalf("ReceiveAll accepted %d, want 20", n)
+	}
+	r.outb(regIIR, 0x03)
+	res = r.receiveAll([]byte("0123456789abcdefXY"), nil)
+	stillWaiting(t, res)
+	r.outb(regIIR, 0x00) // FIFOs off: cleared, then one byte at a time
+	got := ""
+	for len(got) < 2 {
+		if r.in(regLSR)&lsrDR != 0 {
+			got += string(r.in(regData))
+		}
+	}
+	if n := result(t, res); n != 18 || got != "XY" {
+		t.Fatalf("ReceiveAll accepted %d, guest read %q", n, got)
 	}
 }
 

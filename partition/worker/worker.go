@@ -487,8 +487,33 @@ func (p *Partition) PowerButton() error {
 	return nil
 }
 
-// COM1 is the first serial port, for console input.
+// COM1 is the first serial port.
 func (p *Partition) COM1() *uart.UART { return p.com1 }
+
+// ConsoleInput copies r to COM1's receive side (the worker's standard
+// input, in vmwp) with flow control: when the guest's receive FIFO is full
+// it waits for the guest to read, so no byte is dropped. It returns nil
+// when r reports io.EOF or the partition stops, and r's error otherwise;
+// bytes read from r before a stop may be left undelivered. A stop cannot
+// interrupt r.Read itself: if that blocks, ConsoleInput returns only when
+// it does, so callers that need a prompt return close r or read from
+// something they control.
+func (p *Partition) ConsoleInput(r io.Reader) error {
+	buf := make([]byte, 512)
+	for !p.isStopped() {
+		n, err := r.Read(buf)
+		if n > 0 && p.com1.ReceiveAll(buf[:n], p.stopped) < n {
+			return nil // stopped with the FIFO full
+		}
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("worker: console input: %w", err)
+		}
+	}
+	return nil
+}
 
 // LastPOSTCode is the last value written to port 0x80.
 func (p *Partition) LastPOSTCode() byte { return byte(p.lastPOST.Load()) }

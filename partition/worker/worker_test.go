@@ -3,6 +3,7 @@ package worker
 import (
 	"bytes"
 	"errors"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -10,6 +11,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/iotest"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -601,4 +603,102 @@ func TestPowerButtonNotListening(t *testing.T) {
 	if err.Error() != "guest does not listen for the ACPI power button" {
 		t.Errorf("message %q", err)
 	}
+}
+
+// TestConsoleInputEcho feeds a ROM that echoes COM1 far more than the
+// receive FIFO holds, in pieces of awkward sizes: every byte comes back
+// in order, and the ROM powers off on the final '.'.
+func TestConsoleInputEcho(t *testing.T) {
+	requireKVM(t)
+	var out syncBuffer
+	p, err := New(Config{Name: t.Name(), Firmware: buildROM(t, "echo"), Memory: 16 << 20, Serial: &out})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	in := make([]byte, 3000)
+	for i := range in {
+		in[i] = 'A' + byte(i%26)
+	}
+	p.Start()
+	defer func() { p.Stop(StopReason{Message: "test done"}); p.Wait() }()
+	// The ROM clears the FIFO when it turns it on: input before its '>'
+	// would be lost there, as on the hardware.
+	if !waitFor(10*time.Second, func() bool { return out.String() == ">" }) {
+		t.Fatalf("the ROM did not get ready: COM1 %q", out.String())
+	}
+	fed := make(chan error, 1)
+	go func() { fed <- p.ConsoleInput(iotest.HalfReader(bytes.NewReader(append(in, '.')))) }()
+	done := make(chan StopReason, 1)
+	go func() { done <- p.Wait() }()
+	select {
+	case r := <-done:
+		if !r.PowerOff {
+			t.Fatalf("stopped with %q", r)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatalf("no power-off; echoed %d of %d bytes", len(out.String())-1, len(in))
+	}
+	if got := out.String(); got != ">"+string(in) {
+		t.Errorf("echo differs: %d bytes back for %d sent; first 40 %q", len(got)-1, len(in), got[:min(len(got), 40)])
+	}
+	select {
+	case err := <-fed:
+		if err != nil {
+			t.Errorf("ConsoleInput: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Error("ConsoleInput did not return after EOF")
+	}
+}
+
+// TestConsoleInputStops: input for a guest that never reads waits on the
+// full FIFO, without dropping, until the partition stops; a reader's
+// error is returned.
+func TestConsoleInputStops(t *testing.T) {
+	p, out := startTicker(t, nil)
+	if !waitFor(10*time.Second, func() bool { return out.n.Load() > 0 }) {
+		t.Fatal("no output from the ticker ROM")
+	}
+	fed := make(chan error, 1)
+	endless := &countReader{}
+	go func() { fed <- p.ConsoleInput(endless) }()
+	if !waitFor(10*time.Second, func() bool { return p.COM1().Stats().Received == 1 }) {
+		t.Fatalf("COM1 received %d bytes", p.COM1().Stats().Received)
+	}
+	time.Sleep(100 * time.Millisecond)
+	if got := p.COM1().Stats(); got.Received != 1 || endless.reads.Load() != 1 {
+		t.Fatalf("with the guest not reading: received %d, %d reads of the input", got.Received, endless.reads.Load())
+	}
+	p.Stop(StopReason{Message: "test done"})
+	select {
+	case err := <-fed:
+		if err != nil {
+			t.Errorf("ConsoleInput after a stop: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("ConsoleInput still blocked 10 s after the stop")
+	}
+	if err := p.ConsoleInput(iotest.ErrReader(io.ErrUnexpectedEOF)); err != nil {
+		t.Errorf("ConsoleInput on a stopped partition: %v", err)
+	}
+}
+
+func TestConsoleInputError(t *testing.T) {
+	p, _ := startTicker(t, nil)
+	want := errors.New("tty gone")
+	if err := p.ConsoleInput(iotest.ErrReader(want)); !errors.Is(err, want) {
+		t.Errorf("ConsoleInput: %v, want %v", err, want)
+	}
+}
+
+// countReader is endless input: 'x' forever, counting its reads.
+type countReader struct{ reads atomic.Int64 }
+
+func (r *countReader) Read(b []byte) (int, error) {
+	r.reads.Add(1)
+	for i := range b {
+		b[i] = 'x'
+	}
+	return len(b), nil
 }
