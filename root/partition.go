@@ -39,6 +39,11 @@ const (
 	stopTimeout    = 10 * time.Second
 )
 
+var (
+	statusOK     = []uint16{wmiapi.OperationalOK}
+	statusOKText = []string{"Operating normally"}
+)
+
 // computerSystem renders p; the caller holds s.mu.
 func (p *partition) computerSystem(now time.Time) wmiapi.ComputerSystem {
 	cs := wmiapi.ComputerSystem{
@@ -54,16 +59,12 @@ func (p *partition) computerSystem(now time.Time) wmiapi.ComputerSystem {
 		Processors:            p.def.Processors,
 		LastStopReason:        p.lastReason,
 	}
-	switch {
-	case p.health != wmiapi.HealthOK:
+	if p.health != wmiapi.HealthOK {
 		cs.OperationalStatus = []uint16{wmiapi.OperationalDegraded}
 		cs.StatusDescriptions = []string{p.lastReason}
-	case p.state == wmiapi.StateOff:
-		cs.OperationalStatus = []uint16{wmiapi.OperationalOK}
-		cs.StatusDescriptions = []string{"Operating normally"}
-	default:
-		cs.OperationalStatus = []uint16{wmiapi.OperationalOK}
-		cs.StatusDescriptions = []string{"Operating normally"}
+	} else {
+		// Shared, never modified: the common case costs no allocation.
+		cs.OperationalStatus, cs.StatusDescriptions = statusOK, statusOKText
 	}
 	if p.worker != nil {
 		cs.ProcessID = p.worker.pid()

@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -162,11 +162,15 @@ func (s *Service) ListSystems() []wmiapi.ComputerSystem {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	now := time.Now()
-	out := make([]wmiapi.ComputerSystem, 0, len(s.byID))
+	ps := make([]*partition, 0, len(s.byID))
 	for _, p := range s.byID {
-		out = append(out, p.computerSystem(now))
+		ps = append(ps, p)
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].ElementName < out[j].ElementName })
+	slices.SortFunc(ps, func(a, b *partition) int { return strings.Compare(a.def.Name, b.def.Name) })
+	out := make([]wmiapi.ComputerSystem, len(ps))
+	for i, p := range ps {
+		out[i] = p.computerSystem(now)
+	}
 	return out
 }
 
@@ -437,6 +441,11 @@ func (s *Service) RequestStateChange(name string, req uint16) (wmiapi.ConcreteJo
 	p.job = j
 	p.requested = req
 	s.setState(p, pl.transitional)
+	if pl.transitional == wmiapi.StateStarting {
+		// Console followers that arrive from now on wait for the boot's
+		// output instead of finding a console with no writer.
+		p.console.setLive(true)
+	}
 	snapshot := j.ConcreteJob
 	s.jobsWG.Add(1)
 	s.mu.Unlock()

@@ -64,6 +64,7 @@ type server struct {
 	cfg      ServerConfig
 	requests *prometheus.CounterVec
 	latency  *prometheus.HistogramVec
+	systems  systemCache
 }
 
 // NewHandler builds the API's HTTP handler.
@@ -276,7 +277,11 @@ func init() {
 			}},
 		{method: "GET", path: Prefix + "/Msvm_ComputerSystem", summary: "List partitions.", out: "[]ComputerSystem", status: 200,
 			handle: func(s *server, w http.ResponseWriter, r *http.Request) error {
-				return ok200(w, s.cfg.Backend.ListSystems())
+				parts, err := s.systems.encodeList(s.cfg.Backend.ListSystems())
+				if err != nil {
+					return err
+				}
+				return ignoreClientGone(writeList(w, parts))
 			}},
 		{method: "GET", path: Prefix + "/Msvm_ComputerSystem/{system}", summary: "Get one partition by Name (GUID) or ElementName.", out: "ComputerSystem", status: 200,
 			handle: func(s *server, w http.ResponseWriter, r *http.Request) error {

@@ -1,0 +1,85 @@
+// Package testguest builds the small guests the root service's tests and
+// benchmarks run: boot disks whose MBR (source in testdata, assembled with
+// the binutils on the machine) SeaBIOS boots, and flat ROMs.
+package testguest
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"testing"
+
+	"github.com/partita-hv/partita/internal/testenv"
+	"github.com/partita-hv/partita/vsp/disk"
+)
+
+// SeaBIOS is Debian's SeaBIOS ROM.
+const SeaBIOS = "/usr/share/seabios/bios.bin"
+
+// Strings the console guest prints.
+const (
+	ConsoleToken  = "CONSOLE-GUEST-READY-5e21"
+	SectorTwoText = "SECTOR-TWO-b7d0"
+)
+
+// source is the path of testdata/name.S, wherever the test runs.
+func source(name string) string {
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Join(filepath.Dir(file), "testdata", name+".S")
+}
+
+// Assemble builds testdata/name.S into a flat 16/32-bit binary linked at
+// text.
+func Assemble(t testing.TB, name, text string) []byte {
+	t.Helper()
+	return AssembleFile(t, source(name), text)
+}
+
+// ConsoleDisk makes an 8 MiB raw boot disk in dir holding the console
+// guest's MBR and, at LBA 2, SectorTwoText. It returns the image path and
+// the MBR (which the guest copies to LBA 3).
+func ConsoleDisk(t testing.TB, dir string) (string, []byte) {
+	t.Helper()
+	mbr := Assemble(t, "console", "0x7c00")
+	if len(mbr) != 512 {
+		t.Fatalf("console MBR is %d bytes", len(mbr))
+	}
+	img := filepath.Join(dir, "console.raw")
+	if err := disk.CreateRaw(img, 8<<20); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.OpenFile(img, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.WriteAt(mbr, 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteAt([]byte(SectorTwoText+"\r\n\x00"), 2*512); err != nil {
+		t.Fatal(err)
+	}
+	return img, mbr
+}
+
+// AssembleFile is Assemble for a source anywhere.
+func AssembleFile(t testing.TB, src, text string) []byte {
+	t.Helper()
+	as, ld := testenv.RequireTool(t, "as"), testenv.RequireTool(t, "ld")
+	dir := t.TempDir()
+	obj, bin := filepath.Join(dir, "guest.o"), filepath.Join(dir, "guest.bin")
+	for _, cmd := range [][]string{
+		{as, "--32", "-o", obj, src},
+		{ld, "-m", "elf_i386", "-Ttext=" + text, "--oformat=binary", "-o", bin, obj},
+	} {
+		if out, err := exec.Command(cmd[0], cmd[1:]...).CombinedOutput(); err != nil {
+			t.Fatalf("%v: %v\n%s", cmd, err, out)
+		}
+	}
+	b, err := os.ReadFile(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
