@@ -1,7 +1,11 @@
 // Package worker runs one child partition: it owns the partition's KVM
-// virtual machine, its guest memory, one locked OS thread per virtual
+// virtual machine, its guest memory (its own, or the root service's memfd
+// handed over as Config.GuestMemory), one locked OS thread per virtual
 // processor, and the port-I/O and MMIO buses with the emulated legacy
-// devices behind them. The vmwp binary is a thin main around it.
+// devices behind them. A Partition can be paused and resumed, have its
+// ACPI power button pressed, and take COM1 input from a reader. Package
+// vmwp is the worker process's program around it (standalone, or under
+// the root service's control socket); the vmwp binary only calls it.
 //
 // Generation 1 memory layout (a PC's):
 //
@@ -19,7 +23,9 @@
 // Writes to read-only memory exit as MMIO and are dropped by the bus.
 //
 // Each vCPU's thread maps every exit to one outcome — a bus access, a stop
-// with a reason, or re-entry — and counts it by reason.
+// with a reason, or re-entry — and counts it by reason. Before each entry
+// into the guest it passes the pause gate, where it parks while the
+// partition is paused.
 package worker
 
 import (

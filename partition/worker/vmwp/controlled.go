@@ -1,0 +1,283 @@
+package vmwp
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/signal"
+	"sync"
+	"sync/atomic"
+	"syscall"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/partita-hv/partita/partition/control"
+	"github.com/partita-hv/partita/partition/memory"
+	"github.com/partita-hv/partita/partition/worker"
+)
+
+// controller is the worker's side of the control socket.
+type controller struct {
+	conn *control.Conn
+	log  hclog.Logger
+
+	sendMu sync.Mutex // Conn.Send must not run concurrently with itself
+
+	memoryBytes uint64 // of the running partition
+	invalid     atomic.Uint64
+}
+
+// request is one record from the root with the descriptors it carried.
+type request struct {
+	m     *control.Message
+	files []*os.File
+}
+
+// runControlled is Main under the root service.
+func runControlled(fd int, label string, nameErr error) int {
+	log := hclog.New(&hclog.LoggerOptions{Name: "vmwp", Output: os.Stderr, Level: hclog.Info, JSONFormat: true})
+	if label != "" {
+		log = log.With("partition", label)
+	}
+	if nameErr != nil {
+		log.Warn("cannot label the process", "error", nameErr)
+	}
+	f := os.NewFile(uintptr(fd), "control")
+	conn, err := control.FromFile(f)
+	f.Close() // the Conn holds its own duplicate
+	if err != nil {
+		log.Error("no control socket", "fd", fd, "error", err)
+		return exitError
+	}
+	defer conn.Close()
+	// Standard output is the root's console pipe. If the root dies, writes
+	// to it must fail with EPIPE rather than kill the process before the
+	// disks are flushed.
+	signal.Ignore(syscall.SIGPIPE)
+
+	c := &controller{conn: conn, log: log}
+	p, err := c.start()
+	if err != nil {
+		log.Error("partition not started", "error", err)
+		return exitError
+	}
+	return c.serve(p)
+}
+
+// start waits for the start request, builds and starts the partition, and
+// replies.
+func (c *controller) start() (*worker.Partition, error) {
+	m, files, err := c.conn.Recv()
+	if err != nil {
+		return nil, fmt.Errorf("waiting for the start request: %w", err)
+	}
+	fail := func(err error) (*worker.Partition, error) {
+		if sendErr := c.reply(m.Seq, err); sendErr != nil {
+			c.log.Error("cannot reply to the start request", "error", sendErr)
+		}
+		return nil, err
+	}
+	if m.Type != control.TypeStart {
+		closeAll(files)
+		return fail(fmt.Errorf("first request is %q, want %q", m.Type, control.TypeStart))
+	}
+	st := m.Start // Recv validated it: set, with exactly one descriptor
+	if st.Generation != 1 {
+		closeAll(files)
+		return fail(fmt.Errorf("generation %d: this worker runs Generation 1 partitions only", st.Generation))
+	}
+	c.log = c.log.With("name", st.Name, "id", st.ID)
+	mem, err := memory.Open(files[0], st.MemoryBytes) // owns the file from here
+	if err != nil {
+		return fail(fmt.Errorf("guest memory: %w", err))
+	}
+	p, err := worker.New(worker.Config{
+		Name:        st.Name,
+		Firmware:    st.Firmware,
+		Disks:       st.Disks,
+		Memory:      st.MemoryBytes,
+		Processors:  st.Processors,
+		Serial:      os.Stdout,
+		Logger:      c.log,
+		GuestMemory: mem, // New owns it, even when it fails
+	})
+	if err != nil {
+		return fail(err)
+	}
+	c.memoryBytes = st.MemoryBytes
+	p.Start()
+	if err := c.reply(m.Seq, nil); err != nil {
+		p.Stop(worker.StopReason{Message: ReasonRootGone})
+		p.Wait()
+		p.Close()
+		return nil, fmt.Errorf("reply to the start request: %w", err)
+	}
+	c.log.Info("partition started", "firmware", st.Firmware, "disks", st.Disks, "memory_bytes", st.MemoryBytes, "processors", st.Processors)
+	return p, nil
+}
+
+// serve answers requests until the partition stops, then flushes and
+// reports the stop. It returns the exit code.
+func (c *controller) serve(p *worker.Partition) int {
+	reqs := make(chan request)
+	quit := make(chan struct{})
+	rootGone := make(chan struct{})
+	var receiving sync.WaitGroup
+	receiving.Add(1)
+	go func() {
+		defer receiving.Done()
+		c.receive(p, reqs, quit, rootGone)
+	}()
+	stopped := make(chan worker.StopReason, 1)
+	go func() { stopped <- p.Wait() }()
+	// This goroutine may stay blocked reading standard input after serve
+	// returns; the process exits then (see Main).
+	go func() {
+		if err := p.ConsoleInput(os.Stdin); err != nil {
+			c.log.Warn("COM1 input ended", "error", err)
+		}
+	}()
+
+	var reason worker.StopReason
+wait:
+	for {
+		select {
+		case r := <-reqs:
+			c.handle(p, r)
+		case reason = <-stopped:
+			break wait
+		}
+	}
+	flushErr := p.Close()
+	close(quit)
+	code := exitOK
+	select {
+	case <-rootGone:
+		c.log.Error("partition stopped without the root service to report to", "reason", reason.Message, "flush_error", flushErr)
+		code = exitError
+	default:
+		s := &control.Stopped{PowerOff: reason.PowerOff, Reason: reason.Message}
+		if flushErr != nil {
+			s.FlushErr = flushErr.Error()
+		}
+		if err := c.send(&control.Message{Type: control.TypeStopped, Stopped: s}); err != nil {
+			c.log.Error("cannot report the stop", "reason", reason.Message, "error", err)
+			code = exitError
+		} else {
+			c.log.Info("partition stopped", "power_off", reason.PowerOff, "reason", reason.Message, "flush_error", flushErr)
+		}
+	}
+	c.conn.Close() // ends the receiving goroutine's Recv
+	receiving.Wait()
+	return code
+}
+
+// receive reads the control socket, handing requests to serve. When the
+// socket reaches end of file or fails, the root is gone: it stops the
+// partition and closes rootGone. Malformed records are counted, logged
+// and skipped.
+func (c *controller) receive(p *worker.Partition, reqs chan<- request, quit <-chan struct{}, rootGone chan<- struct{}) {
+	for {
+		m, files, err := c.conn.Recv()
+		select {
+		case <-quit: // serve is done; the socket was closed under us
+			closeAll(files)
+			return
+		default:
+		}
+		var op *net.OpError
+		switch {
+		case errors.Is(err, control.ErrClosed), errors.As(err, &op):
+			c.log.Error("control socket lost: stopping the partition", "error", err)
+			p.Stop(worker.StopReason{Message: ReasonRootGone})
+			close(rootGone)
+			return
+		case err != nil:
+			c.skip(err)
+			continue
+		}
+		select {
+		case reqs <- request{m, files}:
+		case <-quit:
+			closeAll(files)
+			return
+		}
+	}
+}
+
+// handle answers one request.
+func (c *controller) handle(p *worker.Partition, r request) {
+	closeAll(r.files) // only a start request carries one
+	m := r.m
+	reply := &control.Message{Type: control.TypeReply, Seq: m.Seq}
+	var err error
+	switch m.Type {
+	case control.TypePause:
+		err = p.Pause()
+	case control.TypeResume:
+		err = p.Resume()
+	case control.TypeTurnOff:
+		p.Stop(worker.StopReason{Message: ReasonTurnedOff})
+	case control.TypePowerButton:
+		err = p.PowerButton()
+	case control.TypeStats:
+		reply.Stats = c.stats(p)
+	case control.TypeStart:
+		err = errors.New("the partition is already started")
+	default: // replies and stopped events go the other way
+		c.skip(fmt.Errorf("unexpected %q record from the root service (seq %d)", m.Type, m.Seq))
+		return
+	}
+	if err != nil {
+		reply.Error = err.Error()
+	}
+	if err := c.send(reply); err != nil {
+		// The receiving goroutine sees the socket fail too, and stops.
+		c.log.Warn("cannot reply", "type", m.Type, "seq", m.Seq, "error", err)
+	}
+}
+
+// stats are the counters for a stats reply.
+func (c *controller) stats(p *worker.Partition) *control.Stats {
+	exits := make(map[string]uint64)
+	for r, n := range p.Exits() {
+		exits[r.String()] += n
+	}
+	pio := p.PIOStats()
+	return &control.Stats{
+		Exits:       exits,
+		UnmappedIO:  pio.UnhandledReads + pio.UnhandledWrites,
+		Paused:      p.Paused(),
+		MemoryBytes: c.memoryBytes,
+	}
+}
+
+// skip counts a record it ignores, logging the first few and then one in
+// a thousand, so a babbling peer cannot flood the log.
+func (c *controller) skip(err error) {
+	n := c.invalid.Add(1)
+	if n <= 10 || n%1000 == 0 {
+		c.log.Warn("ignored a control record", "error", err, "ignored_so_far", n)
+	}
+}
+
+func (c *controller) reply(seq uint64, err error) error {
+	m := &control.Message{Type: control.TypeReply, Seq: seq}
+	if err != nil {
+		m.Error = err.Error()
+	}
+	return c.send(m)
+}
+
+func (c *controller) send(m *control.Message) error {
+	c.sendMu.Lock()
+	defer c.sendMu.Unlock()
+	return c.conn.Send(m)
+}
+
+func closeAll(files []*os.File) {
+	for _, f := range files {
+		f.Close()
+	}
+}
