@@ -1,0 +1,55 @@
+package wmiapi_test
+
+import (
+	"bytes"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/partita-hv/partita/root"
+	wmiapi "github.com/partita-hv/partita/wmi-api"
+)
+
+// FuzzManagementMethods posts arbitrary bodies to every method of the
+// management service and to RequestStateChange: whatever the body, the
+// answer is a success or a client error with an Error body, never a 5xx,
+// and the service keeps working.
+func FuzzManagementMethods(f *testing.F) {
+	seeds, _ := filepath.Glob("testdata/requests/*.json")
+	for _, s := range seeds {
+		b, err := os.ReadFile(s)
+		if err != nil {
+			f.Fatal(err)
+		}
+		for m := 0; m < 7; m++ {
+			f.Add(uint8(m), b)
+		}
+	}
+	svc, err := root.New(root.Config{StateDir: f.TempDir(), WorkerPath: "/bin/false"})
+	if err != nil {
+		f.Fatal(err)
+	}
+	defer svc.Close()
+	h, err := wmiapi.NewHandler(wmiapi.ServerConfig{Backend: svc, Token: svc.Token()})
+	if err != nil {
+		f.Fatal(err)
+	}
+	paths := []string{"DefineSystem", "DestroySystem", "ModifySystemSettings", "AddResourceSettings", "ModifyResourceSettings", "RemoveResourceSettings"}
+	f.Fuzz(func(t *testing.T, method uint8, body []byte) {
+		path := wmiapi.Prefix + "/Msvm_ComputerSystem/fuzz/RequestStateChange"
+		if int(method)%7 < len(paths) {
+			path = wmiapi.Prefix + "/Msvm_VirtualSystemManagementService/" + paths[int(method)%7]
+		}
+		r := httptest.NewRequest("POST", path, bytes.NewReader(body))
+		r.Header.Set("Authorization", "Bearer "+svc.Token())
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, r)
+		if w.Code >= 500 {
+			t.Fatalf("%s: %d %s", path, w.Code, w.Body.Bytes())
+		}
+		if w.Code >= 400 && !bytes.Contains(w.Body.Bytes(), []byte(`"code"`)) {
+			t.Fatalf("%s: %d without an Error body: %s", path, w.Code, w.Body.Bytes())
+		}
+	})
+}
