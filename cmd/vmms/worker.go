@@ -1,16 +1,14 @@
 package main
 
 import (
-	"fmt"
 	"os"
 
+	"github.com/partita-hv/partita/partition/worker/vmwp"
 	"github.com/partita-hv/partita/root"
 )
 
-// isWorker: the root started this process as a partition's worker.
+// isWorker: the root started this process as a partition's worker (it
+// re-executes itself with argv[0] "vmwp").
 func isWorker() bool { return len(os.Args) > 0 && os.Args[0] == root.WorkerArgv0 }
 
-func workerMain() int {
-	fmt.Fprintln(os.Stderr, "vmwp: the worker is not linked into vmms yet")
-	return 1
-}
+func workerMain() int { return vmwp.Main(os.Args[1:]) }

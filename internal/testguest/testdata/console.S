@@ -7,8 +7,9 @@
  *  - turns on the ACPI power button (PWRBTN_EN in PM1 enable, SCI_EN in
  *    PM1 control) at the PM base the firmware programmed;
  *  - prints its token through INT 10h, then loops: halt until an
- *    interrupt, echo what arrived on COM1 back in upper case, and power
- *    off when the power button's status bit is set.
+ *    interrupt, echo keystrokes (COM1 input, through SeaBIOS's serial
+ *    console) back in upper case, and power off when the power button's
+ *    status bit is set.
  * Build: as --32 -o console.o console.S && ld -m elf_i386 -Ttext=0x7c00 --oformat=binary -o console.bin console.o
  */
 	.code16
@@ -57,19 +58,22 @@ _start:
 idle:
 	sti
 	hlt
-	/* echo COM1 input in upper case */
-rx:	mov $0x3fd, %dx
-	in %dx, %al
-	test $1, %al
+	/* echo keystrokes in upper case: SeaBIOS's serial console turns
+	 * COM1 input into keystrokes (its timer tick polls the UART), so
+	 * read them through INT 16h and print through INT 10h */
+rx:	mov $0x01, %ah
+	int $0x16
 	jz button
-	mov $0x3f8, %dx
-	in %dx, %al
+	xor %ah, %ah
+	int $0x16
 	cmp $'a', %al
 	jb 3f
 	cmp $'z', %al
 	ja 3f
 	sub $0x20, %al
-3:	out %al, %dx
+3:	mov $0x0e, %ah
+	xor %bx, %bx
+	int $0x10
 	jmp rx
 button:
 	mov %di, %dx

@@ -1,0 +1,179 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/partita-hv/partita/internal/testenv"
+	"github.com/partita-hv/partita/internal/testguest"
+	wmiapi "github.com/partita-hv/partita/wmi-api"
+)
+
+// BenchmarkAPIList: 64 concurrent clients list 100 defined partitions.
+// Reports requests/s and the 99th percentile latency. Client and server
+// share the machine's cores.
+//
+//	go test -run '^$' -bench APIList -benchtime 10s ./cmd/vmms
+func BenchmarkAPIList(b *testing.B) {
+	v := startVMMS(b, b.TempDir(), "--log-level", "info")
+	for i := 0; i < 100; i++ {
+		if s := v.callQuiet("POST", wmiapi.Prefix+"/Msvm_VirtualSystemManagementService/DefineSystem",
+			wmiapi.DefineSystemRequest{SystemSettings: wmiapi.VirtualSystemSettingData{ElementName: fmt.Sprintf("list-%03d", i)}}); s != 201 {
+			b.Fatalf("define: %d", s)
+		}
+	}
+	client := &http.Client{Transport: &http.Transport{MaxIdleConns: 128, MaxIdleConnsPerHost: 128}}
+	url := v.base + wmiapi.Prefix + "/Msvm_ComputerSystem"
+	var mu sync.Mutex
+	var all []time.Duration
+	b.SetParallelism((64 + runtime.GOMAXPROCS(0) - 1) / runtime.GOMAXPROCS(0))
+	b.ResetTimer()
+	start := time.Now()
+	b.RunParallel(func(pb *testing.PB) {
+		var lat []time.Duration
+		for pb.Next() {
+			t0 := time.Now()
+			req, _ := http.NewRequest("GET", url, nil)
+			req.Header.Set("Authorization", "Bearer "+v.token)
+			resp, err := client.Do(req)
+			if err != nil {
+				b.Error(err)
+				return
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 200 {
+				b.Errorf("status %d", resp.StatusCode)
+				return
+			}
+			lat = append(lat, time.Since(t0))
+		}
+		mu.Lock()
+		all = append(all, lat...)
+		mu.Unlock()
+	})
+	elapsed := time.Since(start)
+	b.StopTimer()
+	sort.Slice(all, func(i, j int) bool { return all[i] < all[j] })
+	if len(all) > 0 {
+		b.ReportMetric(float64(len(all))/elapsed.Seconds(), "req/s")
+		b.ReportMetric(float64(all[len(all)*99/100].Microseconds())/1000, "p99-ms")
+		b.ReportMetric(float64(all[len(all)/2].Microseconds())/1000, "p50-ms")
+	}
+}
+
+// tinyROM assembles the worker's tiny test ROM (prints a line on COM1,
+// powers off).
+func tinyROM(b *testing.B) string {
+	_, file, _, _ := runtime.Caller(0)
+	src := filepath.Join(filepath.Dir(file), "..", "..", "partition", "worker", "testdata", "hello.S")
+	rom := testguest.AssembleFile(b, src, "0")
+	path := filepath.Join(b.TempDir(), "hello.rom")
+	if err := os.WriteFile(path, rom, 0o600); err != nil {
+		b.Fatal(err)
+	}
+	return path
+}
+
+// BenchmarkStartLatency: from RequestStateChange(2) to the first console
+// byte of a tiny ROM guest, beside QEMU from process start to the first
+// serial byte of the same ROM.
+//
+//	go test -run '^$' -bench StartLatency -benchtime 20x ./cmd/vmms
+func BenchmarkStartLatency(b *testing.B) {
+	requireKVM(b)
+	rom := tinyROM(b)
+	b.Run("partita", func(b *testing.B) {
+		v := startVMMS(b, b.TempDir(), "--log-level", "info")
+		if s := v.callQuiet("POST", wmiapi.Prefix+"/Msvm_VirtualSystemManagementService/DefineSystem",
+			wmiapi.DefineSystemRequest{SystemSettings: wmiapi.VirtualSystemSettingData{ElementName: "tiny", FirmwareFile: rom},
+				ResourceSettings: []wmiapi.ResourceSettingData{{ResourceType: wmiapi.ResourceMemory, VirtualQuantity: 16}}}); s != 201 {
+			b.Fatalf("define: %d", s)
+		}
+		var total time.Duration
+		for i := 0; i < b.N; i++ {
+			cursor := consoleEnd(b, v, "tiny")
+			t0 := time.Now()
+			var res wmiapi.StateChangeResult
+			if s := v.call("POST", wmiapi.Prefix+"/Msvm_ComputerSystem/tiny/RequestStateChange", wmiapi.StateChangeRequest{RequestedState: 2}, &res); s != 202 {
+				b.Fatalf("start: %d", s)
+			}
+			firstByte(b, v, "tiny", cursor)
+			total += time.Since(t0)
+			v.waitJob(res.Job.InstanceID, 30*time.Second)
+			for v.system("tiny").EnabledState != wmiapi.StateOff {
+				time.Sleep(5 * time.Millisecond)
+			}
+		}
+		b.ReportMetric(float64(total.Microseconds())/float64(b.N)/1000, "ms/first-byte")
+	})
+	b.Run("qemu", func(b *testing.B) {
+		qemu := testenv.RequireTool(b, "qemu-system-x86_64")
+		var total time.Duration
+		for i := 0; i < b.N; i++ {
+			t0 := time.Now()
+			cmd := exec.Command(qemu, "-enable-kvm", "-M", "pc", "-m", "16", "-bios", rom, "-display", "none",
+				"-nodefaults", "-serial", "stdio", "-no-reboot")
+			out, err := cmd.StdoutPipe()
+			if err != nil {
+				b.Fatal(err)
+			}
+			if err := cmd.Start(); err != nil {
+				b.Fatal(err)
+			}
+			if _, err := bufio.NewReader(out).ReadByte(); err != nil {
+				b.Fatalf("qemu: no serial output: %v", err)
+			}
+			total += time.Since(t0)
+			cmd.Process.Kill()
+			cmd.Wait()
+		}
+		b.ReportMetric(float64(total.Microseconds())/float64(b.N)/1000, "ms/first-byte")
+	})
+}
+
+// consoleEnd returns a partition's console cursor.
+func consoleEnd(b *testing.B, v *vmms, name string) uint64 {
+	req, _ := http.NewRequest("GET", v.base+wmiapi.Prefix+"/Msvm_ComputerSystem/"+name+"/console?cursor=18446744073709551615", nil)
+	req.Header.Set("Authorization", "Bearer "+v.token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		b.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	n, err := strconv.ParseUint(resp.Header.Get(wmiapi.ConsoleCursorHeader), 10, 64)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return n
+}
+
+// firstByte follows the console from cursor until one byte arrives.
+func firstByte(b *testing.B, v *vmms, name string, cursor uint64) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, "GET", fmt.Sprintf("%s%s/Msvm_ComputerSystem/%s/console?follow=true&cursor=%d", v.base, wmiapi.Prefix, name, cursor), nil)
+	req.Header.Set("Authorization", "Bearer "+v.token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var one [1]byte
+	if _, err := io.ReadFull(resp.Body, one[:]); err != nil {
+		b.Fatalf("no console byte: %v", err)
+	}
+}

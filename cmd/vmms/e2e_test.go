@@ -1,0 +1,442 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/partita-hv/partita/internal/testenv"
+	"github.com/partita-hv/partita/internal/testguest"
+	wmiapi "github.com/partita-hv/partita/wmi-api"
+)
+
+// The tests here run the built vmms binary and talk to it over loopback
+// HTTP, as a user would.
+
+var (
+	buildOnce sync.Once
+	binDir    string
+	buildErr  error
+)
+
+// binary builds cmd/vmms once per test run.
+func binary(t testing.TB) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		binDir, buildErr = os.MkdirTemp("", "vmms-e2e-")
+		if buildErr != nil {
+			return
+		}
+		out, err := exec.Command("go", "build", "-o", filepath.Join(binDir, "vmms"), ".").CombinedOutput()
+		if err != nil {
+			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return filepath.Join(binDir, "vmms")
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if binDir != "" {
+		os.RemoveAll(binDir)
+	}
+	os.Exit(code)
+}
+
+func requireKVM(t testing.TB) {
+	t.Helper()
+	f, err := os.OpenFile("/dev/kvm", os.O_RDWR, 0)
+	if err != nil {
+		t.Skipf("needs /dev/kvm: %v", err)
+	}
+	f.Close()
+}
+
+// vmms is one running root service.
+type vmms struct {
+	t     testing.TB
+	cmd   *exec.Cmd
+	dir   string
+	base  string
+	token string
+	log   *lockedBuffer
+	done  chan struct{}
+}
+
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// startVMMS runs vmms on dir and waits until it serves; it logs at debug
+// level unless args say otherwise.
+func startVMMS(t testing.TB, dir string, args ...string) *vmms {
+	t.Helper()
+	if len(args) == 0 {
+		args = []string{"--log-level", "debug"}
+	}
+	cmd := exec.Command(binary(t), append([]string{"--state-dir", dir, "--listen", "127.0.0.1:0"}, args...)...)
+	logs := &lockedBuffer{}
+	cmd.Stderr = logs
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	v := &vmms{t: t, cmd: cmd, dir: dir, log: logs, done: make(chan struct{})}
+	addr := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			if a, ok := strings.CutPrefix(sc.Text(), "vmms: listening on "); ok {
+				addr <- a
+			}
+		}
+	}()
+	go func() { cmd.Wait(); close(v.done) }()
+	t.Cleanup(func() {
+		v.stop()
+		if t.Failed() {
+			t.Logf("vmms log:\n%s", logs.String())
+		}
+	})
+	select {
+	case a := <-addr:
+		v.base = "http://" + a
+	case <-v.done:
+		t.Fatalf("vmms exited: %s", logs.String())
+	case <-time.After(20 * time.Second):
+		t.Fatalf("vmms did not start: %s", logs.String())
+	}
+	tok, err := os.ReadFile(filepath.Join(dir, wmiapi.TokenFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	v.token = strings.TrimSpace(string(tok))
+	st, err := os.Stat(filepath.Join(dir, wmiapi.TokenFile))
+	if err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("token file mode %v, %v", st.Mode(), err)
+	}
+	return v
+}
+
+// stop sends SIGTERM and waits.
+func (v *vmms) stop() {
+	select {
+	case <-v.done:
+		return
+	default:
+	}
+	v.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-v.done:
+	case <-time.After(30 * time.Second):
+		v.cmd.Process.Kill()
+		<-v.done
+	}
+}
+
+// call sends a JSON request and decodes a JSON answer into out (if not
+// nil); it returns the status.
+func (v *vmms) call(method, path string, in, out any) int {
+	v.t.Helper()
+	var body io.Reader
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			v.t.Fatal(err)
+		}
+		body = bytes.NewReader(b)
+	}
+	req, _ := http.NewRequest(method, v.base+path, body)
+	req.Header.Set("Authorization", "Bearer "+v.token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		v.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if out != nil && resp.StatusCode < 300 {
+		if err := json.Unmarshal(b, out); err != nil {
+			v.t.Fatalf("%s %s: %v in %s", method, path, err, b)
+		}
+	}
+	if resp.StatusCode >= 300 && out == nil {
+		v.t.Logf("%s %s: %d %s", method, path, resp.StatusCode, bytes.TrimSpace(b))
+	}
+	return resp.StatusCode
+}
+
+// defineGen1 defines a SeaBIOS partition booting img.
+func (v *vmms) defineGen1(name, img string) string {
+	v.t.Helper()
+	rom := testenv.RequireFile(v.t, testguest.SeaBIOS, "seabios")
+	var res wmiapi.DefineSystemResult
+	status := v.call("POST", wmiapi.Prefix+"/Msvm_VirtualSystemManagementService/DefineSystem", wmiapi.DefineSystemRequest{
+		SystemSettings: wmiapi.VirtualSystemSettingData{ElementName: name, VirtualSystemSubType: wmiapi.SubTypeGen1, FirmwareFile: rom},
+		ResourceSettings: []wmiapi.ResourceSettingData{
+			{ResourceType: wmiapi.ResourceMemory, VirtualQuantity: 32},
+			{ResourceType: wmiapi.ResourceDisk, HostResource: []string{img}},
+		}}, &res)
+	if status != 201 {
+		v.t.Fatalf("define %s: %d", name, status)
+	}
+	return res.ResultingSystem.Name
+}
+
+// change requests a state and waits for its job; it returns the job.
+func (v *vmms) change(name string, state uint16) wmiapi.ConcreteJob {
+	v.t.Helper()
+	var res wmiapi.StateChangeResult
+	if status := v.call("POST", wmiapi.Prefix+"/Msvm_ComputerSystem/"+name+"/RequestStateChange", wmiapi.StateChangeRequest{RequestedState: state}, &res); status != 202 {
+		v.t.Fatalf("RequestStateChange(%s, %d): %d", name, state, status)
+	}
+	if res.ReturnValue != wmiapi.ReturnJobStarted {
+		v.t.Fatalf("ReturnValue %d", res.ReturnValue)
+	}
+	return v.waitJob(res.Job.InstanceID, 60*time.Second)
+}
+
+func (v *vmms) waitJob(id string, limit time.Duration) wmiapi.ConcreteJob {
+	v.t.Helper()
+	deadline := time.Now().Add(limit)
+	for {
+		var j wmiapi.ConcreteJob
+		if status := v.call("GET", wmiapi.Prefix+"/Msvm_ConcreteJob/"+id, nil, &j); status != 200 {
+			v.t.Fatalf("get job: %d", status)
+		}
+		if j.JobState != wmiapi.JobRunning && j.JobState != wmiapi.JobNew && j.JobState != wmiapi.JobStarting {
+			return j
+		}
+		if time.Now().After(deadline) {
+			v.t.Fatalf("job %s still running after %v: %+v", id, limit, j)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func (v *vmms) system(name string) wmiapi.ComputerSystem {
+	v.t.Helper()
+	var cs wmiapi.ComputerSystem
+	if status := v.call("GET", wmiapi.Prefix+"/Msvm_ComputerSystem/"+name, nil, &cs); status != 200 {
+		v.t.Fatalf("get %s: %d", name, status)
+	}
+	return cs
+}
+
+// waitConsole follows the console until it holds every want, or fails.
+func (v *vmms) waitConsole(name string, limit time.Duration, want ...string) string {
+	v.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), limit)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, "GET", v.base+wmiapi.Prefix+"/Msvm_ComputerSystem/"+name+"/console?follow=true", nil)
+	req.Header.Set("Authorization", "Bearer "+v.token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		v.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 {
+		v.t.Fatalf("console: %d", resp.StatusCode)
+	}
+	var got []byte
+	buf := make([]byte, 4096)
+	for {
+		all := true
+		for _, w := range want {
+			if !bytes.Contains(got, []byte(w)) {
+				all = false
+			}
+		}
+		if all {
+			return string(got)
+		}
+		n, err := resp.Body.Read(buf)
+		got = append(got, buf[:n]...)
+		if err != nil {
+			v.t.Fatalf("console of %s ended (%v) before %q; got %q", name, err, want, got)
+		}
+	}
+}
+
+func (v *vmms) sendConsole(name, s string) {
+	v.t.Helper()
+	req, _ := http.NewRequest("POST", v.base+wmiapi.Prefix+"/Msvm_ComputerSystem/"+name+"/console", strings.NewReader(s))
+	req.Header.Set("Authorization", "Bearer "+v.token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		v.t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 204 {
+		v.t.Fatalf("console input: %d", resp.StatusCode)
+	}
+}
+
+// workers lists live worker processes of a partition name: argv[0]
+// "vmwp" and "--partition NAME" on their command line.
+func workers(name string) []int {
+	var pids []int
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if err != nil {
+			continue
+		}
+		args := strings.Split(strings.TrimRight(string(b), "\x00"), "\x00")
+		if len(args) >= 3 && args[0] == "vmwp" && args[1] == "--partition" && args[2] == name {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+// unique makes partition names no other test run on this machine uses.
+func unique(base string) string {
+	return fmt.Sprintf("%s-%d-%d", base, os.Getpid(), time.Now().UnixNano()%100000)
+}
+
+// TestEndToEndGen1 drives a SeaBIOS partition through the API: define,
+// start, console output and input, shut down through the ACPI power
+// button, the disk written and flushed, start again, turn off, destroy.
+func TestEndToEndGen1(t *testing.T) {
+	requireKVM(t)
+	v := startVMMS(t, t.TempDir())
+	img, mbr := testguest.ConsoleDisk(t, t.TempDir())
+	name := unique("e2e")
+	id := v.defineGen1(name, img)
+
+	start := time.Now()
+	if j := v.change(name, wmiapi.RequestRunning); j.JobState != wmiapi.JobCompleted {
+		t.Fatalf("start job: %+v", j)
+	}
+	cs := v.system(name)
+	if cs.EnabledState != wmiapi.StateRunning || cs.ProcessID == 0 || cs.Name != id || cs.HealthState != wmiapi.HealthOK {
+		t.Fatalf("after start: %+v", cs)
+	}
+	if pids := workers(name); len(pids) != 1 || pids[0] != cs.ProcessID {
+		t.Fatalf("worker processes named %s: %v, API says %d", name, pids, cs.ProcessID)
+	}
+	out := v.waitConsole(name, 90*time.Second, "SeaBIOS (version", testguest.SectorTwoText, testguest.ConsoleToken)
+	t.Logf("token after %v", time.Since(start).Round(time.Millisecond))
+	if strings.Contains(out, "DISK-FAILED") {
+		t.Fatalf("guest disk I/O failed: %q", out)
+	}
+	v.sendConsole(name, "echo me\n")
+	v.waitConsole(name, 20*time.Second, "ECHO ME")
+
+	// Pause and resume: the worker parks its vCPUs and runs them again.
+	if j := v.change(name, wmiapi.RequestPaused); j.JobState != wmiapi.JobCompleted {
+		t.Fatalf("pause job: %+v", j)
+	}
+	if cs := v.system(name); cs.EnabledState != wmiapi.StatePaused || cs.ProcessID == 0 {
+		t.Fatalf("after pause: %+v", cs)
+	}
+	if j := v.change(name, wmiapi.RequestRunning); j.JobState != wmiapi.JobCompleted {
+		t.Fatalf("resume job: %+v", j)
+	}
+	if cs := v.system(name); cs.EnabledState != wmiapi.StateRunning {
+		t.Fatalf("after resume: %+v", cs)
+	}
+	v.sendConsole(name, "after resume\n")
+	v.waitConsole(name, 20*time.Second, "AFTER RESUME")
+	if m := v.scrape(); !strings.Contains(m, `partita_vcpu_exits_total{partition="`+name+`",reason="io"}`) {
+		t.Errorf("no vCPU exit counts for %s in the scrape", name)
+	}
+
+	// Shut down: the guest listens for the power button and powers off.
+	if j := v.change(name, wmiapi.RequestShutDown); j.JobState != wmiapi.JobCompleted {
+		t.Fatalf("shut down job: %+v", j)
+	}
+	cs = v.system(name)
+	if cs.EnabledState != wmiapi.StateOff || cs.ProcessID != 0 || cs.LastStopReason != "guest powered off" || cs.HealthState != wmiapi.HealthOK {
+		t.Fatalf("after shut down: %+v", cs)
+	}
+	if pids := workers(name); len(pids) != 0 {
+		t.Fatalf("workers left after shut down: %v", pids)
+	}
+	// The guest copied its MBR to LBA 3; the worker flushed and closed
+	// the image before it reported the partition off.
+	b, err := os.ReadFile(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(b[3*512:4*512], mbr) {
+		t.Fatalf("LBA 3 does not hold the guest's write")
+	}
+
+	// Start again and turn it off.
+	if j := v.change(name, wmiapi.RequestRunning); j.JobState != wmiapi.JobCompleted {
+		t.Fatalf("second start: %+v", j)
+	}
+	if j := v.change(name, wmiapi.RequestOff); j.JobState != wmiapi.JobCompleted {
+		t.Fatalf("turn off: %+v", j)
+	}
+	if cs := v.system(name); cs.EnabledState != wmiapi.StateOff || cs.LastStopReason != "turned off" {
+		t.Fatalf("after turn off: %+v", cs)
+	}
+	if status := v.call("POST", wmiapi.Prefix+"/Msvm_VirtualSystemManagementService/DestroySystem", wmiapi.DestroySystemRequest{AffectedSystem: name}, nil); status != 200 {
+		t.Fatalf("destroy: %d", status)
+	}
+}
+
+// callQuiet is call for loops that expect the root to vanish: transport
+// errors are a status of 0, not a failure.
+func (v *vmms) callQuiet(method, path string, in any) int {
+	b, _ := json.Marshal(in)
+	req, _ := http.NewRequest(method, v.base+path, bytes.NewReader(b))
+	req.Header.Set("Authorization", "Bearer "+v.token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+// scrape returns /metrics.
+func (v *vmms) scrape() string {
+	v.t.Helper()
+	resp, err := http.Get(v.base + "/metrics")
+	if err != nil {
+		v.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
+}

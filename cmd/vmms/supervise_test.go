@@ -1,0 +1,244 @@
+package main
+
+import (
+	"fmt"
+	"math/rand"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"encoding/json"
+
+	"github.com/partita-hv/partita/internal/testguest"
+	wmiapi "github.com/partita-hv/partita/wmi-api"
+)
+
+// TestWorkerKilled: kill -9 of one worker moves its partition to Off with
+// a reason within a second; the other partition and the API keep going.
+func TestWorkerKilled(t *testing.T) {
+	requireKVM(t)
+	v := startVMMS(t, t.TempDir())
+	names := []string{unique("victim"), unique("bystander")}
+	for _, n := range names {
+		img, _ := testguest.ConsoleDisk(t, t.TempDir())
+		v.defineGen1(n, img)
+		if j := v.change(n, wmiapi.RequestRunning); j.JobState != wmiapi.JobCompleted {
+			t.Fatalf("start %s: %+v", n, j)
+		}
+	}
+	v.waitConsole(names[1], 90*time.Second, testguest.ConsoleToken)
+	pid := v.system(names[0]).ProcessID
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	killed := time.Now()
+	for {
+		cs := v.system(names[0])
+		if cs.EnabledState == wmiapi.StateOff {
+			if !strings.Contains(cs.LastStopReason, "killed") || cs.HealthState != wmiapi.HealthCriticalFailure {
+				t.Fatalf("after kill: %+v", cs)
+			}
+			t.Logf("Off %v after kill -9: %q", time.Since(killed).Round(time.Millisecond), cs.LastStopReason)
+			break
+		}
+		if time.Since(killed) > time.Second {
+			t.Fatalf("still %d one second after kill -9", cs.EnabledState)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if cs := v.system(names[1]); cs.EnabledState != wmiapi.StateRunning {
+		t.Fatalf("bystander: %+v", cs)
+	}
+	v.sendConsole(names[1], "still there\n")
+	v.waitConsole(names[1], 20*time.Second, "STILL THERE")
+	if !strings.Contains(v.scrape(), `partita_worker_crashes_total 1`) {
+		t.Errorf("crash not counted")
+	}
+	// The crashed partition starts again.
+	if j := v.change(names[0], wmiapi.RequestRunning); j.JobState != wmiapi.JobCompleted {
+		t.Fatalf("restart after crash: %+v", j)
+	}
+	if cs := v.system(names[0]); cs.HealthState != wmiapi.HealthOK || cs.EnabledState != wmiapi.StateRunning {
+		t.Fatalf("after restart: %+v", cs)
+	}
+}
+
+// TestRootRestart: after kill -9 of the root, its workers go away by
+// themselves; a new root on the same state directory has every
+// definition back, Off, and no worker of the old one is left.
+func TestRootRestart(t *testing.T) {
+	requireKVM(t)
+	dir := t.TempDir()
+	v := startVMMS(t, dir)
+	name := unique("restart")
+	img, _ := testguest.ConsoleDisk(t, t.TempDir())
+	id := v.defineGen1(name, img)
+	if j := v.change(name, wmiapi.RequestRunning); j.JobState != wmiapi.JobCompleted {
+		t.Fatalf("start: %+v", j)
+	}
+	if len(workers(name)) != 1 {
+		t.Fatal("no worker running")
+	}
+	v.cmd.Process.Kill()
+	<-v.done
+	deadline := time.Now().Add(5 * time.Second)
+	for len(workers(name)) != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("worker still alive 5 s after the root died: %v", workers(name))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	v2 := startVMMS(t, dir)
+	cs := v2.system(id)
+	if cs.ElementName != name || cs.EnabledState != wmiapi.StateOff {
+		t.Fatalf("after restart: %+v", cs)
+	}
+	// Graceful stop turns running partitions off and leaves no worker.
+	if j := v2.change(name, wmiapi.RequestRunning); j.JobState != wmiapi.JobCompleted {
+		t.Fatalf("start after restart: %+v", j)
+	}
+	v2.stop()
+	if w := workers(name); len(w) != 0 {
+		t.Fatalf("workers after SIGTERM of the root: %v", w)
+	}
+}
+
+// TestStateChangeStorm: 32 goroutines throw start, turn-off, pause and
+// resume at two partitions. Every request gets 202 or 409 (never a 5xx or
+// a torn state), and at the end each partition is in a stable state the
+// worker agrees with.
+func TestStateChangeStorm(t *testing.T) {
+	requireKVM(t)
+	v := startVMMS(t, t.TempDir())
+	names := []string{unique("storm-a"), unique("storm-b")}
+	for _, n := range names {
+		img, _ := testguest.ConsoleDisk(t, t.TempDir())
+		v.defineGen1(n, img)
+	}
+	states := []uint16{wmiapi.RequestRunning, wmiapi.RequestOff, wmiapi.RequestPaused, wmiapi.RequestRunning, wmiapi.RequestReset}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	codes := map[int]int{}
+	var jobs []string
+	for g := 0; g < 32; g++ {
+		wg.Add(1)
+		go func(g int) {
+			defer wg.Done()
+			r := rand.New(rand.NewSource(int64(g)))
+			for i := 0; i < 6; i++ {
+				n := names[r.Intn(len(names))]
+				var res wmiapi.StateChangeResult
+				status := v.call("POST", wmiapi.Prefix+"/Msvm_ComputerSystem/"+n+"/RequestStateChange",
+					wmiapi.StateChangeRequest{RequestedState: states[r.Intn(len(states))]}, &res)
+				mu.Lock()
+				codes[status]++
+				if status == 202 {
+					jobs = append(jobs, res.Job.InstanceID)
+				}
+				mu.Unlock()
+				time.Sleep(time.Duration(r.Intn(40)) * time.Millisecond)
+			}
+		}(g)
+	}
+	wg.Wait()
+	for code := range codes {
+		if code != 202 && code != 409 {
+			t.Errorf("status %d in the storm (%v)", code, codes)
+		}
+	}
+	for _, id := range jobs {
+		j := v.waitJob(id, 60*time.Second)
+		if j.JobState != wmiapi.JobCompleted && j.JobState != wmiapi.JobException {
+			t.Errorf("job %s ended in state %d", id, j.JobState)
+		}
+	}
+	t.Logf("statuses %v, %d jobs", codes, len(jobs))
+	for _, n := range names {
+		cs := v.system(n)
+		w := workers(n)
+		switch cs.EnabledState {
+		case wmiapi.StateRunning, wmiapi.StatePaused:
+			if len(w) != 1 || w[0] != cs.ProcessID {
+				t.Errorf("%s is %d with workers %v, API pid %d", n, cs.EnabledState, w, cs.ProcessID)
+			}
+		case wmiapi.StateOff:
+			if len(w) != 0 || cs.ProcessID != 0 {
+				t.Errorf("%s is Off with workers %v, API pid %d", n, w, cs.ProcessID)
+			}
+		default:
+			t.Errorf("%s left in transitional state %d", n, cs.EnabledState)
+		}
+	}
+}
+
+// TestDefinitionsSurviveRootKill: clients define and modify partitions
+// while the root is killed with SIGKILL at random moments; after each
+// restart every definition file parses and the service loads it.
+func TestDefinitionsSurviveRootKill(t *testing.T) {
+	dir := t.TempDir()
+	img := filepath.Join(t.TempDir(), "d.raw")
+	if err := os.WriteFile(img, make([]byte, 4096), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r := rand.New(rand.NewSource(1))
+	for round := 0; round < 4; round++ {
+		v := startVMMS(t, dir)
+		stop := make(chan struct{})
+		var wg sync.WaitGroup
+		for g := 0; g < 8; g++ {
+			wg.Add(1)
+			go func(g int) {
+				defer wg.Done()
+				for i := 0; ; i++ {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					name := fmt.Sprintf("k%d-%d-%d", round, g, i)
+					body := wmiapi.DefineSystemRequest{SystemSettings: wmiapi.VirtualSystemSettingData{ElementName: name},
+						ResourceSettings: []wmiapi.ResourceSettingData{{ResourceType: wmiapi.ResourceDisk, HostResource: []string{img}}}}
+					if v.callQuiet("POST", wmiapi.Prefix+"/Msvm_VirtualSystemManagementService/DefineSystem", body) != 201 {
+						return // the root is gone
+					}
+					v.callQuiet("POST", wmiapi.Prefix+"/Msvm_VirtualSystemManagementService/ModifySystemSettings",
+						wmiapi.ModifySystemSettingsRequest{SystemSettings: wmiapi.VirtualSystemSettingData{InstanceID: name, ElementName: name + "-m"}})
+				}
+			}(g)
+		}
+		time.Sleep(time.Duration(50+r.Intn(200)) * time.Millisecond)
+		v.cmd.Process.Kill()
+		<-v.done
+		close(stop)
+		wg.Wait()
+		files, _ := filepath.Glob(filepath.Join(dir, "partitions", "*"))
+		for _, f := range files {
+			if strings.HasSuffix(f, ".tmp") {
+				continue // an interrupted write; the next start removes it
+			}
+			b, err := os.ReadFile(f)
+			var d map[string]any
+			if err != nil || json.Unmarshal(b, &d) != nil {
+				t.Fatalf("round %d: %s is corrupt: %q", round, f, b)
+			}
+		}
+		v2 := startVMMS(t, dir)
+		var list []wmiapi.ComputerSystem
+		v2.call("GET", wmiapi.Prefix+"/Msvm_ComputerSystem", nil, &list)
+		n := 0
+		for _, f := range files {
+			if strings.HasSuffix(f, ".json") {
+				n++
+			}
+		}
+		if len(list) != n || strings.Contains(v2.log.String(), "definition not loaded") {
+			t.Fatalf("round %d: %d files, %d partitions loaded; log:\n%s", round, n, len(list), v2.log.String())
+		}
+		t.Logf("round %d: %d definitions intact", round, n)
+		v2.stop()
+	}
+}
