@@ -166,6 +166,7 @@ func (s *Service) start(ctx context.Context, p *partition) error {
 	def := p.def.clone()
 	s.mu.Unlock()
 	if def.Generation == 2 {
+		p.console.setLive(false) // RequestStateChange made it live
 		s.mu.Lock()
 		s.setState(p, wmiapi.StateOff)
 		s.mu.Unlock()
@@ -175,8 +176,12 @@ func (s *Service) start(ctx context.Context, p *partition) error {
 	p.console.setLive(true)
 	ctx, cancel := context.WithTimeout(ctx, startTimeout)
 	defer cancel()
-	w, err := spawnWorker(ctx, spawnConfig{exe: s.cfg.WorkerPath, def: def, console: &countingWriter{w: p.console, n: s.metrics.consoleOut.WithLabelValues(def.Name)}, log: p.log,
-		started: func(w *worker) { s.writePID(def.ID, w.pid()) }})
+	w, err := s.takeWorker()
+	if err == nil {
+		w.assign(p.log, &countingWriter{w: p.console, n: s.metrics.consoleOut.WithLabelValues(def.Name)})
+		s.writePID(def.ID, w.pid())
+		err = w.start(ctx, def)
+	}
 	if err != nil {
 		p.console.setLive(false)
 		s.removePID(def.ID)

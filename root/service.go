@@ -28,6 +28,7 @@ type Config struct {
 	Logger          hclog.Logger
 	Registerer      prometheus.Registerer // where the service's metrics go; nil: none
 	ShutdownTimeout time.Duration         // how long a guest gets to power off after the power button (default 30 s)
+	NoSpare         bool                  // do not keep a spare worker process ready
 }
 
 // Service is the root partition service: the registry of partitions, their
@@ -49,6 +50,9 @@ type Service struct {
 	jobSeq []string // job ids, oldest first, for trimming
 	closed bool
 	jobsWG sync.WaitGroup
+
+	spare          *worker // a worker waiting for a partition (see spare.go)
+	spareLaunching bool
 }
 
 // job is one Msvm_ConcreteJob; its fields are guarded by Service.mu.
@@ -111,6 +115,7 @@ func New(cfg Config) (*Service, error) {
 	for _, d := range defs {
 		s.add(d)
 	}
+	go s.refillSpare()
 	s.log.Info("root service ready", "state_dir", cfg.StateDir, "partitions", len(defs))
 	return s, nil
 }
@@ -570,6 +575,7 @@ func (s *Service) Close() error {
 	}
 	s.mu.Unlock()
 	s.cancel()
+	s.dropSpare()
 	for i, w := range ws {
 		ctx, cancel := context.WithTimeout(context.Background(), stopTimeout)
 		if _, err := w.request(ctx, &control.Message{Type: control.TypeTurnOff}); err != nil && !errors.Is(err, errWorkerGone) {

@@ -31,12 +31,13 @@ type workerExit struct {
 
 // worker is one running worker process, from the root's side.
 type worker struct {
-	log    hclog.Logger
-	cmd    *exec.Cmd
-	conn   *control.Conn
-	mem    *memory.Memory // the root's own mapping of guest memory, for VSPs
-	in     *os.File       // the worker's COM1 input (its stdin)
-	stderr *logLines
+	log     hclog.Logger
+	cmd     *exec.Cmd
+	conn    *control.Conn
+	mem     *memory.Memory // the root's own mapping of guest memory, for VSPs
+	in      *os.File       // the worker's COM1 input (its stdin)
+	stderr  *logLines
+	console *switchWriter
 
 	mu      sync.Mutex
 	seq     uint64
@@ -47,43 +48,31 @@ type worker struct {
 	exit workerExit
 }
 
-// spawnConfig is what spawnWorker needs.
-type spawnConfig struct {
-	exe     string // binary to run with argv[0] WorkerArgv0
-	def     *Definition
-	console io.Writer
-	log     hclog.Logger
-	started func(*worker) // called once the process runs, before the start request
-}
-
-// spawnWorker creates the partition's guest memory, starts a worker
-// process, hands it the memory over the control socket and waits for it
-// to report the partition built and running.
-func spawnWorker(ctx context.Context, sc spawnConfig) (*worker, error) {
-	d := sc.def
-	mem, err := memory.New(d.Name, d.MemoryMB<<20)
-	if err != nil {
-		return nil, fmt.Errorf("guest memory: %w", err)
-	}
+// launchWorker starts a worker process that waits for its partition: exe
+// re-executed with argv[0] WorkerArgv0, the control socket as fd 3,
+// standard input for the guest's COM1 input, standard output for its COM1
+// output (sent wherever assign says), standard error for its log lines.
+// label is what ps shows as the partition (a spare's placeholder, which
+// the worker overwrites with the name once it has one).
+func launchWorker(exe, label string, log hclog.Logger) (*worker, error) {
 	conn, theirs, err := control.Pair()
 	if err != nil {
-		mem.Close()
 		return nil, err
 	}
 	inR, inW, err := os.Pipe()
 	if err != nil {
-		mem.Close()
 		conn.Close()
 		theirs.Close()
 		return nil, err
 	}
-	stderr := &logLines{log: sc.log}
+	stderr := &logLines{log: log}
+	console := &switchWriter{}
 	cmd := &exec.Cmd{
-		Path:       sc.exe,
-		Args:       []string{WorkerArgv0, "--partition", d.Name, "--control-fd", "3"},
+		Path:       exe,
+		Args:       []string{WorkerArgv0, "--partition", label, "--control-fd", "3"},
 		ExtraFiles: []*os.File{theirs},
 		Stdin:      inR,
-		Stdout:     sc.console,
+		Stdout:     console,
 		Stderr:     stderr,
 		Env:        os.Environ(),
 	}
@@ -91,17 +80,53 @@ func spawnWorker(ctx context.Context, sc spawnConfig) (*worker, error) {
 	theirs.Close()
 	inR.Close()
 	if err != nil {
-		mem.Close()
 		conn.Close()
 		inW.Close()
 		return nil, fmt.Errorf("start worker: %w", err)
 	}
-	w := &worker{log: sc.log, cmd: cmd, stderr: stderr, conn: conn, mem: mem, in: inW,
+	w := &worker{log: log, cmd: cmd, conn: conn, in: inW, stderr: stderr, console: console,
 		pending: map[uint64]chan *control.Message{}, done: make(chan struct{})}
 	go w.supervise()
-	if sc.started != nil {
-		sc.started(w)
+	return w, nil
+}
+
+func (w *worker) logger() hclog.Logger {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.log
+}
+
+// alive reports whether the worker process still runs.
+func (w *worker) alive() bool {
+	select {
+	case <-w.done:
+		return false
+	default:
+		return true
 	}
+}
+
+// assign gives the worker its partition's logger and console.
+func (w *worker) assign(log hclog.Logger, console io.Writer) {
+	w.mu.Lock()
+	w.log = log
+	w.mu.Unlock()
+	w.stderr.setLogger(log)
+	w.console.set(console)
+}
+
+// start creates the partition's guest memory, hands it and the
+// definition to the worker, and waits for the partition to run.
+func (w *worker) start(ctx context.Context, d *Definition) error {
+	mem, err := memory.New(d.Name, d.MemoryMB<<20)
+	if err != nil {
+		w.kill()
+		<-w.done
+		return fmt.Errorf("guest memory: %w", err)
+	}
+	w.mu.Lock()
+	w.mem = mem
+	w.mu.Unlock()
 	disks := make([]string, len(d.Disks))
 	for i, disk := range d.Disks {
 		disks[i] = disk.Path
@@ -117,11 +142,34 @@ func spawnWorker(ctx context.Context, sc spawnConfig) (*worker, error) {
 			if last := w.stderr.last(); last != "" {
 				reason += ": " + last
 			}
-			return nil, errors.New(reason)
+			return errors.New(reason)
 		}
-		return nil, err
+		return err
 	}
-	return w, nil
+	return nil
+}
+
+// switchWriter forwards to a writer set later; bytes before that are
+// dropped (a spare worker writes nothing before its start).
+type switchWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (s *switchWriter) set(w io.Writer) {
+	s.mu.Lock()
+	s.w = w
+	s.mu.Unlock()
+}
+
+func (s *switchWriter) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	w := s.w
+	s.mu.Unlock()
+	if w == nil {
+		return len(p), nil
+	}
+	return w.Write(p)
 }
 
 // errWorkerGone: the worker ended before it answered.
@@ -170,9 +218,9 @@ func (w *worker) supervise() {
 		}
 		if err != nil {
 			bad++
-			w.log.Warn("bad record from worker", "error", err)
+			w.logger().Warn("bad record from worker", "error", err)
 			if bad > 100 {
-				w.log.Error("worker keeps sending bad records; killing it")
+				w.logger().Error("worker keeps sending bad records; killing it")
 				w.kill()
 				break
 			}
@@ -191,13 +239,17 @@ func (w *worker) supervise() {
 			w.stopped = m.Stopped
 			w.mu.Unlock()
 		default:
-			w.log.Warn("unexpected record from worker", "type", m.Type)
+			w.logger().Warn("unexpected record from worker", "type", m.Type)
 		}
 	}
 	err := w.cmd.Wait()
 	w.conn.Close()
 	w.in.Close()
-	w.mem.Close()
+	w.mu.Lock()
+	if w.mem != nil {
+		w.mem.Close()
+	}
+	w.mu.Unlock()
 	w.mu.Lock()
 	st := w.stopped
 	w.mu.Unlock()
@@ -247,6 +299,12 @@ type logLines struct {
 	mu       sync.Mutex
 	partial  []byte
 	lastLine string
+}
+
+func (l *logLines) setLogger(log hclog.Logger) {
+	l.mu.Lock()
+	l.log = log
+	l.mu.Unlock()
 }
 
 // last is the last line the worker wrote.

@@ -2,7 +2,7 @@
 // definitions, runs one worker process per running partition, and serves
 // the WMI-style management API and Prometheus metrics.
 //
-//	vmms [--state-dir DIR] [--listen ADDR|unix:PATH] [--log-format text|json] [--log-level info]
+//	vmms [--state-dir DIR] [--listen ADDR|unix:PATH] [--log-format text|json] [--log-level info] [--no-spare-worker]
 //
 // Every API route but /metrics and /healthz needs the bearer token in
 // DIR/api-token (made at first start, mode 0600). On SIGINT or SIGTERM
@@ -42,18 +42,19 @@ func main() {
 	listen := flag.String("listen", wmiapi.DefaultListen, "API address: host:port, or unix:PATH")
 	logFormat := flag.String("log-format", "text", "log format: text or json")
 	logLevel := flag.String("log-level", "info", "log level: trace, debug, info, warn, error")
+	noSpare := flag.Bool("no-spare-worker", false, "do not keep a worker process ready for the next start")
 	flag.Parse()
 	if flag.NArg() != 0 {
 		fmt.Fprintf(os.Stderr, "vmms: unexpected arguments %q\n", flag.Args())
 		os.Exit(2)
 	}
-	if err := run(*stateDir, *listen, *logFormat, *logLevel); err != nil {
+	if err := run(*stateDir, *listen, *logFormat, *logLevel, *noSpare); err != nil {
 		fmt.Fprintln(os.Stderr, "vmms:", err)
 		os.Exit(1)
 	}
 }
 
-func run(stateDir, listen, logFormat, logLevel string) error {
+func run(stateDir, listen, logFormat, logLevel string, noSpare bool) error {
 	if logFormat != "text" && logFormat != "json" {
 		return fmt.Errorf("--log-format %q: want text or json", logFormat)
 	}
@@ -65,7 +66,7 @@ func run(stateDir, listen, logFormat, logLevel string) error {
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	svc, err := root.New(root.Config{StateDir: stateDir, Logger: log, Registerer: reg})
+	svc, err := root.New(root.Config{StateDir: stateDir, Logger: log, Registerer: reg, NoSpare: noSpare})
 	if err != nil {
 		return err
 	}

@@ -96,6 +96,10 @@ type Config struct {
 	// whatever the outcome: the partition closes it on Close, and New
 	// closes it when it fails. Nil: New creates the memory itself.
 	GuestMemory *memory.Memory
+
+	// Prepared, if set, is the VM to use (see Prepare); New takes
+	// ownership whatever the outcome. Nil: New makes the VM.
+	Prepared *Prepared
 }
 
 // StopReason says why a partition stopped.
@@ -108,19 +112,21 @@ func (r StopReason) String() string { return r.Message }
 
 // Partition is a running partition.
 type Partition struct {
-	cfg  Config
-	log  hclog.Logger
-	sys  *kvm.System
-	vm   *kvm.VM
-	mem  *memory.Memory
-	rom  *memory.Memory
-	pio  *bus.Bus
-	mmio *bus.Bus
-	com1 *uart.UART
-	cmos *cmos.CMOS
-	pm   *acpipm.PM
-	pci  *pci.Host
-	ide  *ide.Channel
+	cfg Config
+	log hclog.Logger
+	sys *kvm.System
+	vm  *kvm.VM
+	// prepared owns sys and vm
+	prepared *Prepared
+	mem      *memory.Memory
+	rom      *memory.Memory
+	pio      *bus.Bus
+	mmio     *bus.Bus
+	com1     *uart.UART
+	cmos     *cmos.CMOS
+	pm       *acpipm.PM
+	pci      *pci.Host
+	ide      *ide.Channel
 
 	pamMu   sync.Mutex
 	pamMode []pamMode // by PAM segment; guarded by pamMu
@@ -171,6 +177,9 @@ func New(cfg Config) (*Partition, error) {
 	if err != nil && cfg.GuestMemory != nil {
 		cfg.GuestMemory.Close() // idempotent: p.Close may have closed it
 	}
+	if err != nil && cfg.Prepared != nil {
+		cfg.Prepared.Close() // idempotent, like GuestMemory's
+	}
 	return p, err
 }
 
@@ -216,15 +225,13 @@ func newPartition(cfg Config) (*Partition, error) {
 			return nil, err
 		}
 	}
-	if p.sys, err = kvm.Open(); err != nil {
-		return nil, err
+	pr := cfg.Prepared
+	if pr == nil {
+		if pr, err = Prepare(); err != nil {
+			return nil, err
+		}
 	}
-	if p.vm, err = p.sys.CreateVM(); err != nil {
-		return nil, err
-	}
-	if err := p.vm.PlatformDefaults(); err != nil {
-		return nil, err
-	}
+	p.prepared, p.sys, p.vm = pr, pr.sys, pr.vm // the partition's Close releases them
 	if err := p.mapMemory(); err != nil {
 		return nil, err
 	}
@@ -796,11 +803,8 @@ func (p *Partition) close() error {
 	for _, d := range p.disks {
 		errs = append(errs, d.Close())
 	}
-	if p.vm != nil {
-		errs = append(errs, p.vm.Close())
-	}
-	if p.sys != nil {
-		errs = append(errs, p.sys.Close())
+	if p.prepared != nil {
+		errs = append(errs, p.prepared.Close())
 	}
 	if p.mem != nil {
 		errs = append(errs, p.mem.Close())

@@ -26,6 +26,10 @@ type controller struct {
 
 	memoryBytes uint64 // of the running partition
 	invalid     atomic.Uint64
+
+	spare    bool             // started before it had a partition: name it at start
+	prepared *worker.Prepared // the VM made ahead, for the start request
+	prepErr  error
 }
 
 // request is one record from the root with the descriptors it carried.
@@ -56,8 +60,14 @@ func runControlled(fd int, label string, nameErr error) int {
 	// disks are flushed.
 	signal.Ignore(syscall.SIGPIPE)
 
-	c := &controller{conn: conn, log: log}
+	// Make the VM while the root has nothing for this worker yet (a
+	// spare) or is still sending the start request.
+	prepared, prepErr := worker.Prepare()
+	c := &controller{conn: conn, log: log, spare: IsSpare(label), prepared: prepared, prepErr: prepErr}
 	p, err := c.start()
+	if c.prepared != nil { // the start failed before New took it
+		c.prepared.Close()
+	}
 	if err != nil {
 		log.Error("partition not started", "error", err)
 		return exitError
@@ -88,6 +98,15 @@ func (c *controller) start() (*worker.Partition, error) {
 		return fail(fmt.Errorf("generation %d: this worker runs Generation 1 partitions only", st.Generation))
 	}
 	c.log = c.log.With("name", st.Name, "id", st.ID)
+	if c.spare {
+		if err := nameSpare(st.Name); err != nil {
+			c.log.Warn("cannot label the process", "error", err)
+		}
+	}
+	if c.prepErr != nil {
+		closeAll(files)
+		return fail(fmt.Errorf("prepare the VM: %w", c.prepErr))
+	}
 	mem, err := memory.Open(files[0], st.MemoryBytes) // owns the file from here
 	if err != nil {
 		return fail(fmt.Errorf("guest memory: %w", err))
@@ -101,7 +120,9 @@ func (c *controller) start() (*worker.Partition, error) {
 		Serial:      os.Stdout,
 		Logger:      c.log,
 		GuestMemory: mem, // New owns it, even when it fails
+		Prepared:    c.prepared,
 	})
+	c.prepared = nil
 	if err != nil {
 		return fail(err)
 	}

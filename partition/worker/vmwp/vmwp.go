@@ -46,6 +46,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/partita-hv/partita/internal/proctitle"
 	"github.com/partita-hv/partita/partition/worker"
 )
 
@@ -101,9 +102,12 @@ func Main(args []string) int {
 	if *serial != "stdio" {
 		return usage("--serial %q: only stdio is supported", *serial)
 	}
+	// The flag's value shares memory with the process's arguments, which
+	// a spare worker rewrites once it learns its partition's name.
+	label := strings.Clone(*name)
 	var nameErr error // only the label is lost; logged in controlled mode
-	if *name != "" {
-		nameErr = setProcessName("vmwp:" + *name)
+	if label != "" && !IsSpare(label) {
+		nameErr = setProcessName("vmwp:" + label)
 	}
 	set := make(map[string]bool)
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
@@ -120,7 +124,7 @@ func Main(args []string) int {
 		if len(standalone) > 0 {
 			return usage("%s: under --control-fd the root service's start request describes the partition", strings.Join(standalone, ", "))
 		}
-		return runControlled(*controlFD, *name, nameErr)
+		return runControlled(*controlFD, label, nameErr)
 	}
 	if *firmware == "" {
 		return usage("--firmware is required")
@@ -182,6 +186,36 @@ func parseSize(s string) (uint64, error) {
 		return 0, fmt.Errorf("bad size %q", s)
 	}
 	return n * mult, nil
+}
+
+// SparePlaceholder starts the --partition value of a worker the root
+// starts before it has a partition for it (a spare); the root pads it to
+// MaxNameLen bytes, room for the name written over it later.
+const (
+	SparePlaceholder = "(spare)"
+	MaxNameLen       = 64
+)
+
+// SpareLabel is the padded --partition value of a spare worker.
+func SpareLabel() string {
+	return SparePlaceholder + strings.Repeat(" ", MaxNameLen-len(SparePlaceholder))
+}
+
+// IsSpare reports whether a --partition value is a spare's placeholder.
+func IsSpare(label string) bool { return strings.HasPrefix(label, SparePlaceholder) }
+
+// nameSpare writes the partition's name over a spare worker's
+// placeholder, so that ps shows it, and makes it the command name.
+func nameSpare(name string) error {
+	for i := 1; i+1 < len(os.Args); i++ {
+		if (os.Args[i] == "--partition" || os.Args[i] == "-partition") && IsSpare(os.Args[i+1]) {
+			if err := proctitle.Set(i+1, name); err != nil {
+				return err
+			}
+			break
+		}
+	}
+	return setProcessName("vmwp:" + name)
 }
 
 // maxComm is the longest command name the kernel keeps (TASK_COMM_LEN
