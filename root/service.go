@@ -46,6 +46,7 @@ type Service struct {
 	mu     sync.Mutex
 	cond   *sync.Cond // broadcast when a worker's end is recorded
 	byID   map[string]*partition
+	byName []*partition // byID's values by name; nil when it needs sorting again
 	jobs   map[string]*job
 	jobSeq []string // job ids, oldest first, for trimming
 	closed bool
@@ -129,6 +130,7 @@ func (s *Service) add(d *Definition) *partition {
 		health: wmiapi.HealthOK, changed: time.Now(),
 		log: s.log.Named("partition").With("partition", d.Name, "id", d.ID)}
 	s.byID[d.ID] = p
+	s.byName = nil
 	return p
 }
 
@@ -151,9 +153,9 @@ func (s *Service) lookup(name string) (*partition, error) {
 	return nil, fault(wmiapi.CodeNotFound, "no partition %q", name)
 }
 
-// byName finds a partition by ElementName, case-insensitively (names are
+// named finds a partition by ElementName, case-insensitively (names are
 // unique that way); the caller holds s.mu.
-func (s *Service) byName(name string) *partition {
+func (s *Service) named(name string) *partition {
 	for _, p := range s.byID {
 		if strings.EqualFold(p.def.Name, name) {
 			return p
@@ -167,13 +169,15 @@ func (s *Service) ListSystems() []wmiapi.ComputerSystem {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	now := time.Now()
-	ps := make([]*partition, 0, len(s.byID))
-	for _, p := range s.byID {
-		ps = append(ps, p)
+	if s.byName == nil {
+		s.byName = make([]*partition, 0, len(s.byID))
+		for _, p := range s.byID {
+			s.byName = append(s.byName, p)
+		}
+		slices.SortFunc(s.byName, func(a, b *partition) int { return strings.Compare(a.def.Name, b.def.Name) })
 	}
-	slices.SortFunc(ps, func(a, b *partition) int { return strings.Compare(a.def.Name, b.def.Name) })
-	out := make([]wmiapi.ComputerSystem, len(ps))
-	for i, p := range ps {
+	out := make([]wmiapi.ComputerSystem, len(s.byName))
+	for i, p := range s.byName {
 		out[i] = p.computerSystem(now)
 	}
 	return out
@@ -225,7 +229,7 @@ func (s *Service) DefineSystem(req wmiapi.DefineSystemRequest) (wmiapi.DefineSys
 	if s.closed {
 		return wmiapi.DefineSystemResult{}, fault(wmiapi.CodeConflict, "the service is shutting down")
 	}
-	if s.byName(d.Name) != nil {
+	if s.named(d.Name) != nil {
 		return wmiapi.DefineSystemResult{}, fault(wmiapi.CodeConflict, "a partition named %q exists", d.Name)
 	}
 	if len(s.byID) >= maxPartitions {
@@ -255,6 +259,7 @@ func (s *Service) DestroySystem(name string) error {
 		return fmt.Errorf("remove definition: %w", err)
 	}
 	delete(s.byID, p.def.ID)
+	s.byName = nil
 	p.destroyed = true
 	s.metrics.forget(p.def.Name)
 	p.log.Info("destroyed")
@@ -291,13 +296,14 @@ func (s *Service) modify(name string, fn func(d *Definition) error) (*Definition
 	if err := s.limits.check(d); err != nil {
 		return nil, err
 	}
-	if other := s.byName(d.Name); other != nil && other != p {
+	if other := s.named(d.Name); other != nil && other != p {
 		return nil, fault(wmiapi.CodeConflict, "a partition named %q exists", d.Name)
 	}
 	if err := s.store.save(d); err != nil {
 		return nil, fmt.Errorf("save definition: %w", err)
 	}
 	if d.Name != p.def.Name {
+		s.byName = nil
 		s.metrics.forget(p.def.Name)
 		p.log = s.log.Named("partition").With("partition", d.Name, "id", d.ID)
 	}
