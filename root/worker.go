@@ -2,11 +2,13 @@ package root
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"os/exec"
+	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -307,6 +309,41 @@ func (l *logLines) setLogger(log hclog.Logger) {
 	l.mu.Unlock()
 }
 
+// relog logs one line of the worker's: hclog JSON with its level, message
+// and fields (less those the partition's logger has already), anything
+// else as text. It returns the line's message.
+func relog(log hclog.Logger, line string) string {
+	var rec map[string]any
+	if !strings.HasPrefix(line, "{") || json.Unmarshal([]byte(line), &rec) != nil {
+		log.Info("worker", "line", line)
+		return line
+	}
+	msg, _ := rec["@message"].(string)
+	level, _ := rec["@level"].(string)
+	var args []any
+	keys := make([]string, 0, len(rec))
+	for k := range rec {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		switch k {
+		case "@message", "@level", "@timestamp", "@module", "@caller", "partition", "name", "id":
+			continue
+		}
+		args = append(args, k, rec[k])
+	}
+	lvl := hclog.LevelFromString(level)
+	if lvl == hclog.NoLevel {
+		lvl = hclog.Info
+	}
+	log.Log(lvl, "worker: "+msg, args...)
+	if e, ok := rec["error"].(string); ok && e != "" {
+		return msg + ": " + e
+	}
+	return msg
+}
+
 // last is the last line the worker wrote.
 func (l *logLines) last() string {
 	l.mu.Lock()
@@ -327,8 +364,7 @@ func (l *logLines) Write(p []byte) (int, error) {
 		line := strings.TrimSpace(string(l.partial[:i]))
 		l.partial = l.partial[i+1:]
 		if line != "" {
-			l.log.Info("worker", "line", line)
-			l.lastLine = line
+			l.lastLine = relog(l.log, line)
 		}
 	}
 	if len(l.partial) > 64<<10 {

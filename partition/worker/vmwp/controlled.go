@@ -32,6 +32,10 @@ type controller struct {
 	prepErr  error
 }
 
+// errDismissed: the root closed the control socket before sending a
+// start request (a spare worker it no longer needs).
+var errDismissed = errors.New("dismissed before a start request")
+
 // request is one record from the root with the descriptors it carried.
 type request struct {
 	m     *control.Message
@@ -68,6 +72,10 @@ func runControlled(fd int, label string, nameErr error) int {
 	if c.prepared != nil { // the start failed before New took it
 		c.prepared.Close()
 	}
+	if errors.Is(err, errDismissed) {
+		log.Info("dismissed before a partition was given")
+		return exitOK
+	}
 	if err != nil {
 		log.Error("partition not started", "error", err)
 		return exitError
@@ -79,6 +87,9 @@ func runControlled(fd int, label string, nameErr error) int {
 // replies.
 func (c *controller) start() (*worker.Partition, error) {
 	m, files, err := c.conn.Recv()
+	if errors.Is(err, control.ErrClosed) {
+		return nil, errDismissed
+	}
 	if err != nil {
 		return nil, fmt.Errorf("waiting for the start request: %w", err)
 	}

@@ -438,13 +438,21 @@ func TestControlledRootGone(t *testing.T) {
 	}
 }
 
-// TestControlledRootGoneBeforeStart: a worker whose root dies before the
-// start request exits too.
+// TestControlledRootGoneBeforeStart: a worker whose control socket closes
+// before a start request (a spare the root dismisses, or a root that
+// died) exits at once, cleanly: it had nothing to flush.
 func TestControlledRootGoneBeforeStart(t *testing.T) {
 	c := spawn(t)
+	start := time.Now()
 	c.conn.Close()
-	if code := c.wait(); code == 0 {
-		t.Error("exit 0")
+	if code := c.wait(); code != 0 {
+		t.Errorf("exit %d, want 0", code)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("worker took %v to exit", d)
+	}
+	if !strings.Contains(c.stderr.String(), "dismissed") {
+		t.Errorf("no dismissal logged: %s", c.stderr.String())
 	}
 }
 
