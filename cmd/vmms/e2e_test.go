@@ -440,3 +440,31 @@ func (v *vmms) scrape() string {
 	b, _ := io.ReadAll(resp.Body)
 	return string(b)
 }
+
+// TestShutDownWithoutListener: a guest that does not listen for the ACPI
+// power button (SeaBIOS with no disk to boot) gets a failed shut-down job
+// with the reason, and keeps running until turned off.
+func TestShutDownWithoutListener(t *testing.T) {
+	requireKVM(t)
+	rom := testenv.RequireFile(t, testguest.SeaBIOS, "seabios")
+	v := startVMMS(t, t.TempDir())
+	name := unique("deaf")
+	if status := v.call("POST", wmiapi.Prefix+"/Msvm_VirtualSystemManagementService/DefineSystem", wmiapi.DefineSystemRequest{
+		SystemSettings: wmiapi.VirtualSystemSettingData{ElementName: name, FirmwareFile: rom}}, nil); status != 201 {
+		t.Fatalf("define: %d", status)
+	}
+	if j := v.change(name, wmiapi.RequestRunning); j.JobState != wmiapi.JobCompleted {
+		t.Fatalf("start: %+v", j)
+	}
+	v.waitConsole(name, 60*time.Second, "SeaBIOS (version")
+	j := v.change(name, wmiapi.RequestShutDown)
+	if j.JobState != wmiapi.JobException || !strings.Contains(j.ErrorDescription, "does not listen for the ACPI power button") {
+		t.Fatalf("shut down of a deaf guest: %+v", j)
+	}
+	if cs := v.system(name); cs.EnabledState != wmiapi.StateRunning {
+		t.Fatalf("after the refused shut down: %+v", cs)
+	}
+	if j := v.change(name, wmiapi.RequestOff); j.JobState != wmiapi.JobCompleted {
+		t.Fatalf("turn off: %+v", j)
+	}
+}
