@@ -87,8 +87,14 @@ type Config struct {
 	Memory     uint64 // bytes of RAM, a multiple of 4 KiB
 	Processors int
 	Serial     io.Writer // COM1 output
-	DebugCon   io.Writer // debug port 0x402 output (nil: discarded)
-	Logger     hclog.Logger
+	// DebugCon, if set, receives what the guest writes to the debug port
+	// 0x402. Nil: there is no device at 0x402, as on QEMU without
+	// -debugcon, and SeaBIOS, which logs there only when it reads back
+	// 0xE9, does not log: that saves 1,349 of the 2,397 port exits of its
+	// POST up to the banner (measured; the banner comes no sooner, so
+	// those exits were not what makes the POST slower than QEMU's).
+	DebugCon io.Writer
+	Logger   hclog.Logger
 
 	// GuestMemory, if set, is the partition's RAM: normally the memfd the
 	// root service created and passed over the control socket, mapped
@@ -379,12 +385,7 @@ func (p *Partition) addDevices() error {
 		return err
 	}
 	pm.place(PMBase, true)
-	devs := []struct {
-		name string
-		base uint64
-		size uint64
-		dev  bus.Device
-	}{
+	devs := []portDevice{
 		{"pci", pci.PortBase, 8, p.pci},
 		{"cmos", cmosBase, cmos.Size, p.cmos},
 		{"fw_cfg", fwcfg.Base, fwcfg.Size, fw},
@@ -394,8 +395,10 @@ func (p *Partition) addDevices() error {
 		{"i8042-command", i8042.CommandPortBase, 1, kbc.CommandPort()},
 		{"com1", com1Base, 8, p.com1},
 		{"com2", com2Base, 8, uart.New(nil, p.irqLine(com2IRQ))},
-		{"debugcon", debugConPort, 1, writerPort{p.cfg.DebugCon}},
 		{"post", postPort, 1, postCode{&p.lastPOST}},
+	}
+	if p.cfg.DebugCon != nil {
+		devs = append(devs, portDevice{"debugcon", debugConPort, 1, writerPort{p.cfg.DebugCon}})
 	}
 	for _, d := range devs {
 		if err := p.pio.Register(d.name, d.base, d.size, d.dev); err != nil {
@@ -403,6 +406,13 @@ func (p *Partition) addDevices() error {
 		}
 	}
 	return nil
+}
+
+// portDevice is a device at a fixed port range.
+type portDevice struct {
+	name       string
+	base, size uint64
+	dev        bus.Device
 }
 
 // movable is a device whose port base the guest programs through PCI
@@ -826,11 +836,7 @@ func (d writerPort) Read(_ uint64, data []byte) {
 	}
 }
 
-func (d writerPort) Write(_ uint64, data []byte) {
-	if d.w != nil {
-		d.w.Write(data)
-	}
-}
+func (d writerPort) Write(_ uint64, data []byte) { d.w.Write(data) }
 
 // postCode records POST codes written to port 0x80.
 type postCode struct{ last *atomic.Uint32 }
