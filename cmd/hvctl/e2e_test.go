@@ -379,7 +379,7 @@ func TestEndToEndGen1(t *testing.T) {
 	}
 	rom := testenv.RequireFile(t, testguest.SeaBIOS, "seabios")
 	work := t.TempDir()
-	img, _ := testguest.ConsoleDisk(t, work)
+	img, mbr := testguest.ConsoleDisk(t, work)
 	vmmsBin, hvctlBin := buildBinaries(t, t.TempDir())
 	state := t.TempDir()
 	addr := startVMMS(t, vmmsBin, state, "127.0.0.1:0")
@@ -440,6 +440,11 @@ func TestEndToEndGen1(t *testing.T) {
 	vm(h.ok(hv("suspend-vm", name)...), "Paused")
 	vm(h.ok(hv("resume-vm", name)...), "Running")
 	vm(h.ok(hv("stop-vm", name)...), "Off")
+	// The guest copied its MBR to LBA 3; the worker flushed and closed the
+	// image before the partition showed Off.
+	if b, err := os.ReadFile(img); err != nil || !bytes.Equal(b[3*512:4*512], mbr) {
+		t.Errorf("LBA 3 does not hold the guest's write (%v)", err)
+	}
 	select {
 	case err := <-followDone:
 		if err != nil {
