@@ -6,9 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"runtime"
 	"sort"
 	"strconv"
@@ -77,14 +75,7 @@ func BenchmarkAPIList(b *testing.B) {
 // tinyROM assembles the worker's tiny test ROM (prints a line on COM1,
 // powers off).
 func tinyROM(b *testing.B) string {
-	_, file, _, _ := runtime.Caller(0)
-	src := filepath.Join(filepath.Dir(file), "..", "..", "partition", "worker", "testdata", "hello.S")
-	rom := testguest.AssembleFile(b, src, "0")
-	path := filepath.Join(b.TempDir(), "hello.rom")
-	if err := os.WriteFile(path, rom, 0o600); err != nil {
-		b.Fatal(err)
-	}
-	return path
+	return testguest.AssembleToFile(b, testguest.WorkerROM("hello"), "0")
 }
 
 // BenchmarkStartLatency: from RequestStateChange(2) to the first console

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/partita-hv/partita/internal/testguest"
 )
 
 // BenchmarkSeaBIOSBoot starts a process on Debian's SeaBIOS with a raw
@@ -56,17 +58,8 @@ func BenchmarkSeaBIOSBoot(b *testing.B) {
 
 // bootImage assembles the test MBR and writes it to an 8 MiB raw image.
 func bootImage(b *testing.B, dir string) string {
-	obj, bin, img := filepath.Join(dir, "mbr.o"), filepath.Join(dir, "mbr.bin"), filepath.Join(dir, "boot.raw")
-	src := filepath.Join("..", "..", "partition", "worker", "testdata", "mbr.S")
-	for _, c := range [][]string{{"as", "--32", "-o", obj, src}, {"ld", "-m", "elf_i386", "-Ttext=0x7c00", "--oformat=binary", "-o", bin, obj}} {
-		if out, err := exec.Command(c[0], c[1:]...).CombinedOutput(); err != nil {
-			b.Fatalf("%v: %v\n%s", c, err, out)
-		}
-	}
-	mbr, err := os.ReadFile(bin)
-	if err != nil {
-		b.Fatal(err)
-	}
+	img := filepath.Join(dir, "boot.raw")
+	mbr := testguest.AssembleFile(b, testguest.WorkerROM("mbr"), "0x7c00")
 	disk := make([]byte, 8<<20)
 	copy(disk, mbr)
 	copy(disk[2*512:], "SECTOR-TWO-91c4\r\n\x00")

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/partita-hv/partita/internal/testenv"
+	"github.com/partita-hv/partita/internal/testguest"
 	"github.com/partita-hv/partita/partition/kvm"
 )
 
@@ -22,22 +23,12 @@ func TestVMWP(t *testing.T) {
 		s.Close()
 	}
 	goTool := testenv.RequireTool(t, "go")
-	as, ld := testenv.RequireTool(t, "as"), testenv.RequireTool(t, "ld")
 	dir := t.TempDir()
 	bin := filepath.Join(dir, "vmwp")
 	if out, err := exec.Command(goTool, "build", "-o", bin, ".").CombinedOutput(); err != nil {
 		t.Fatalf("build: %v\n%s", err, out)
 	}
-	rom := func(name string) string {
-		obj, img := filepath.Join(dir, name+".o"), filepath.Join(dir, name+".rom")
-		src := filepath.Join("..", "..", "partition", "worker", "testdata", name+".S")
-		for _, c := range [][]string{{as, "--32", "-o", obj, src}, {ld, "-m", "elf_i386", "-Ttext=0", "--oformat=binary", "-o", img, obj}} {
-			if out, err := exec.Command(c[0], c[1:]...).CombinedOutput(); err != nil {
-				t.Fatalf("%v: %v\n%s", c, err, out)
-			}
-		}
-		return img
-	}
+	rom := func(name string) string { return testguest.AssembleToFile(t, testguest.WorkerROM(name), "0") }
 	run := func(args ...string) (string, string, int) {
 		var stdout, stderr bytes.Buffer
 		cmd := exec.Command(bin, args...)

@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"testing"
 
 	"github.com/partita-hv/partita/internal/testenv"
@@ -61,6 +62,25 @@ func ConsoleDisk(t testing.TB, dir string) (string, []byte) {
 		t.Fatal(err)
 	}
 	return img, mbr
+}
+
+// WorkerROM is the path of the worker's test guest source
+// partition/worker/testdata/name.S, for tests in other packages.
+func WorkerROM(name string) string {
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Join(filepath.Dir(file), "..", "..", "partition", "worker", "testdata", name+".S")
+}
+
+// AssembleToFile assembles src (linked at text) into a file in a temporary
+// directory and returns its path.
+func AssembleToFile(t testing.TB, src, text string) string {
+	t.Helper()
+	b := AssembleFile(t, src, text)
+	path := filepath.Join(t.TempDir(), strings.TrimSuffix(filepath.Base(src), ".S")+".bin")
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
 }
 
 // AssembleFile is Assemble for a source anywhere.

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -17,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/partita-hv/partita/internal/testenv"
+	"github.com/partita-hv/partita/internal/testguest"
 	"github.com/partita-hv/partita/partition/kvm"
 	"github.com/partita-hv/partita/partition/memory"
 	"github.com/partita-hv/partita/vsp/disk"
@@ -28,18 +28,7 @@ func buildROM(t testing.TB, name string) string { return assemble(t, name, "0") 
 // assemble builds testdata/name.S into a flat binary linked at text.
 func assemble(t testing.TB, name, text string) string {
 	t.Helper()
-	as, ld := testenv.RequireTool(t, "as"), testenv.RequireTool(t, "ld")
-	dir := t.TempDir()
-	obj, rom := filepath.Join(dir, name+".o"), filepath.Join(dir, name+".bin")
-	for _, cmd := range [][]string{
-		{as, "--32", "-o", obj, filepath.Join("testdata", name+".S")},
-		{ld, "-m", "elf_i386", "-Ttext=" + text, "--oformat=binary", "-o", rom, obj},
-	} {
-		if out, err := exec.Command(cmd[0], cmd[1:]...).CombinedOutput(); err != nil {
-			t.Fatalf("%v: %v\n%s", cmd, err, out)
-		}
-	}
-	return rom
+	return testguest.AssembleToFile(t, filepath.Join("testdata", name+".S"), text)
 }
 
 // requireKVM skips where /dev/kvm is not usable.

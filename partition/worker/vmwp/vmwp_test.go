@@ -15,7 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/partita-hv/partita/internal/testenv"
+	"github.com/partita-hv/partita/internal/testguest"
 	"github.com/partita-hv/partita/partition/control"
 	"github.com/partita-hv/partita/partition/kvm"
 	"github.com/partita-hv/partita/partition/memory"
@@ -34,18 +34,7 @@ func TestMain(m *testing.M) {
 // rom assembles ../testdata/name.S (the worker's test ROMs).
 func rom(t *testing.T, name string) string {
 	t.Helper()
-	as, ld := testenv.RequireTool(t, "as"), testenv.RequireTool(t, "ld")
-	dir := t.TempDir()
-	obj, img := filepath.Join(dir, name+".o"), filepath.Join(dir, name+".rom")
-	for _, c := range [][]string{
-		{as, "--32", "-o", obj, filepath.Join("..", "testdata", name+".S")},
-		{ld, "-m", "elf_i386", "-Ttext=0", "--oformat=binary", "-o", img, obj},
-	} {
-		if out, err := exec.Command(c[0], c[1:]...).CombinedOutput(); err != nil {
-			t.Fatalf("%v: %v\n%s", c, err, out)
-		}
-	}
-	return img
+	return testguest.AssembleToFile(t, testguest.WorkerROM(name), "0")
 }
 
 func requireKVM(t *testing.T) {
