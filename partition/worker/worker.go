@@ -30,11 +30,13 @@ package worker
 
 import (
 	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -47,6 +49,7 @@ import (
 	"github.com/partita-hv/partita/emulation/i8042"
 	"github.com/partita-hv/partita/emulation/ide"
 	"github.com/partita-hv/partita/emulation/pci"
+	"github.com/partita-hv/partita/emulation/smbios"
 	"github.com/partita-hv/partita/emulation/uart"
 	"github.com/partita-hv/partita/partition/kvm"
 	"github.com/partita-hv/partita/partition/memory"
@@ -82,6 +85,7 @@ const (
 // Config describes a partition to run.
 type Config struct {
 	Name       string
+	ID         string // the partition's GUID, for the firmware's SMBIOS tables (optional)
 	Firmware   string // ROM image, a multiple of 64 KiB up to 16 MiB
 	Disks      []string
 	Memory     uint64 // bytes of RAM, a multiple of 4 KiB
@@ -469,19 +473,58 @@ func (p *Partition) firmwareConfig() (*fwcfg.Device, error) {
 			return nil, err
 		}
 	}
-	files := []struct {
+	type file struct {
 		name string
 		data []byte
-	}{
+	}
+	files := []file{
 		{"etc/e820", fwcfg.E820([]fwcfg.E820Entry{{Addr: 0, Size: p.cfg.Memory, Type: fwcfg.E820RAM}})},
 		{"etc/sercon-port", binary.LittleEndian.AppendUint64(nil, com1Base)},
 	}
+	anchor, tables, err := p.smbiosTables()
+	if err != nil {
+		return nil, err
+	}
+	files = append(files, file{"etc/smbios/smbios-anchor", anchor}, file{"etc/smbios/smbios-tables", tables})
 	for _, f := range files {
 		if err := fw.AddFile(f.name, f.data); err != nil {
 			return nil, err
 		}
 	}
 	return fw, nil
+}
+
+// smbiosTables describes the partition to its firmware: SeaBIOS
+// publishes these instead of composing its own, which costs it about
+// 290 ms of emulated code here.
+func (p *Partition) smbiosTables() (anchor, tables []byte, err error) {
+	m := smbios.Machine{Manufacturer: "Partita", Product: "Virtual Machine", Version: "Generation 1",
+		Serial: p.cfg.Name, Processors: p.cfg.Processors, MemoryBytes: p.cfg.Memory}
+	if id, err := parseGUID(p.cfg.ID); err == nil {
+		m.UUID = id
+	}
+	if cpuid, err := p.sys.SupportedCPUID(); err == nil {
+		for _, e := range cpuid {
+			if e.Function == 1 {
+				m.CPUID = uint64(e.EDX)<<32 | uint64(e.EAX)
+			}
+		}
+	}
+	return smbios.Build(m)
+}
+
+// parseGUID reads the text form of a GUID into its 16 bytes, in reading
+// order.
+func parseGUID(s string) ([16]byte, error) {
+	var u [16]byte
+	h := strings.ReplaceAll(s, "-", "")
+	if len(s) != 36 || len(h) != 32 {
+		return u, fmt.Errorf("%q is not a GUID", s)
+	}
+	if _, err := hex.Decode(u[:], []byte(h)); err != nil {
+		return u, fmt.Errorf("%q is not a GUID: %w", s, err)
+	}
+	return u, nil
 }
 
 // irqLine drives an ISA interrupt line of the in-kernel PIC/IOAPIC.

@@ -246,7 +246,8 @@ func TestSeaBIOSBootsMBR(t *testing.T) {
 	f.Close()
 
 	var out, debug syncBuffer
-	p, err := New(Config{Name: t.Name(), Firmware: rom, Disks: []string{img}, Memory: 64 << 20, Processors: 1, Serial: &out, DebugCon: &debug})
+	p, err := New(Config{Name: t.Name(), ID: "16D1EF0B-91FC-4CFE-89B7-736F3D4C3661", Firmware: rom, Disks: []string{img}, Memory: 64 << 20,
+		Processors: 1, Serial: &out, DebugCon: &debug})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -266,7 +267,8 @@ func TestSeaBIOSBootsMBR(t *testing.T) {
 		t.Fatalf("no power-off within 90 s; COM1 %q", out.String())
 	}
 	s := out.String()
-	for _, want := range []string{"SeaBIOS (version", "MBR-TOKEN-7f3a", "SECTOR-TWO-91c4"} {
+	// SeaBIOS prints the UUID of the SMBIOS tables the worker gave it.
+	for _, want := range []string{"SeaBIOS (version", "Machine UUID 16d1ef0b-91fc-4cfe-89b7-736f3d4c3661", "MBR-TOKEN-7f3a", "SECTOR-TWO-91c4"} {
 		if !strings.Contains(s, want) {
 			t.Errorf("COM1 lacks %q: %q", want, s)
 		}

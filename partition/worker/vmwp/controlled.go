@@ -124,6 +124,7 @@ func (c *controller) start() (*worker.Partition, error) {
 	}
 	p, err := worker.New(worker.Config{
 		Name:        st.Name,
+		ID:          st.ID,
 		Firmware:    st.Firmware,
 		Disks:       st.Disks,
 		Memory:      st.MemoryBytes,
