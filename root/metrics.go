@@ -32,7 +32,7 @@ func newMetrics(s *Service) *metrics {
 		workerStarts: prometheus.NewCounter(prometheus.CounterOpts{Name: "partita_worker_starts_total",
 			Help: "Worker processes started."}),
 		workerExits: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "partita_worker_exits_total",
-			Help: "Worker processes that ended, by how: powered_off, turned_off, guest_failure, crashed, start_failed."}, []string{"kind"}),
+			Help: "Worker processes that ended, by how: powered_off, turned_off, guest_reset, guest_failure, crashed, start_failed."}, []string{"kind"}),
 		workerCrashes: prometheus.NewCounter(prometheus.CounterOpts{Name: "partita_worker_crashes_total",
 			Help: "Worker processes that died without reporting (killed, crashed)."}),
 		consoleOut: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "partita_console_output_bytes_total",
@@ -53,7 +53,7 @@ func (m *metrics) register(r prometheus.Registerer) error {
 		}
 	}
 	// Make the exit kinds visible before the first exit.
-	for _, k := range []string{"powered_off", "turned_off", "guest_failure", "crashed", "start_failed"} {
+	for _, k := range []string{"powered_off", "turned_off", "guest_reset", "guest_failure", "crashed", "start_failed"} {
 		m.workerExits.WithLabelValues(k)
 	}
 	return nil

@@ -217,6 +217,7 @@ func (s *Service) watch(p *partition, w *worker) {
 		return
 	}
 	p.worker = nil
+	restart := false
 	kind := "stopped"
 	switch {
 	case ex.crash:
@@ -227,6 +228,10 @@ func (s *Service) watch(p *partition, w *worker) {
 	case ex.stopped.PowerOff:
 		kind = "powered_off"
 		p.health = wmiapi.HealthOK
+	case ex.stopped.Reset && !p.expectStop:
+		kind = "guest_reset"
+		p.health = wmiapi.HealthOK
+		restart = p.job == nil
 	case p.expectStop:
 		kind = "turned_off"
 		p.health = wmiapi.HealthOK
@@ -244,6 +249,15 @@ func (s *Service) watch(p *partition, w *worker) {
 	s.setState(p, wmiapi.StateOff)
 	p.log.Info("partition off", "reason", ex.reason, "worker_exit", fmt.Sprint(ex.err))
 	s.cond.Broadcast()
+	if restart {
+		// A reset is a power cycle: start the partition again, as a job
+		// anyone can follow (once watch has released s.mu).
+		go func() {
+			if _, err := s.RequestStateChange(p.def.ID, wmiapi.RequestRunning); err != nil {
+				p.log.Warn("restart after the guest's reset refused", "error", err)
+			}
+		}()
+	}
 }
 
 // current returns p's worker, or an error if it has none; the caller does

@@ -378,6 +378,34 @@ func TestEndToEndGen1(t *testing.T) {
 		t.Errorf("no vCPU exit counts for %s in the scrape", name)
 	}
 
+	// A reset from inside the guest is a power cycle: the root starts the
+	// partition again in a new worker.
+	oldPID := v.system(name).ProcessID
+	v.sendConsole(name, "!")
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		cs := v.system(name)
+		if cs.EnabledState == wmiapi.StateRunning && cs.ProcessID != 0 && cs.ProcessID != oldPID {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no restart after the guest's reset: %+v", cs)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	// The console goes on across the reset: the second boot's token follows
+	// the first's.
+	deadline = time.Now().Add(90 * time.Second)
+	for strings.Count(v.consoleText(name), testguest.ConsoleToken) < 2 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the guest did not boot again: %q", v.consoleText(name))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if m := v.scrape(); !strings.Contains(m, `partita_worker_exits_total{kind="guest_reset"} 1`) {
+		t.Errorf("the reset is not counted")
+	}
+
 	// Shut down: the guest listens for the power button and powers off.
 	if j := v.change(name, wmiapi.RequestShutDown); j.JobState != wmiapi.JobCompleted {
 		t.Fatalf("shut down job: %+v", j)
@@ -467,4 +495,18 @@ func TestShutDownWithoutListener(t *testing.T) {
 	if j := v.change(name, wmiapi.RequestOff); j.JobState != wmiapi.JobCompleted {
 		t.Fatalf("turn off: %+v", j)
 	}
+}
+
+// consoleText returns the whole console output the service keeps.
+func (v *vmms) consoleText(name string) string {
+	v.t.Helper()
+	req, _ := http.NewRequest("GET", v.base+wmiapi.Prefix+"/Msvm_ComputerSystem/"+name+"/console", nil)
+	req.Header.Set("Authorization", "Bearer "+v.token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		v.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
 }

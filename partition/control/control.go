@@ -74,8 +74,9 @@ type Start struct {
 
 // Stopped says why a partition stopped.
 type Stopped struct {
-	PowerOff bool   `json:"power_off"` // the guest powered itself off
-	Reason   string `json:"reason"`    // one line
+	PowerOff bool   `json:"power_off"`       // the guest powered itself off
+	Reset    bool   `json:"reset,omitempty"` // the guest reset the machine: start it again
+	Reason   string `json:"reason"`          // one line
 	FlushErr string `json:"flush_error,omitempty"`
 }
 

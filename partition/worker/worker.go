@@ -115,6 +115,7 @@ type Config struct {
 // StopReason says why a partition stopped.
 type StopReason struct {
 	PowerOff bool   // the guest powered off cleanly
+	Reset    bool   // the guest asked for a reset: the partition should start again
 	Message  string // one line
 }
 
@@ -360,7 +361,7 @@ func (p *Partition) addDevices() error {
 		IRQ1:  p.irqLine(keyboardIRQ),
 		IRQ12: p.irqLine(mouseIRQ),
 		Reset: func() {
-			p.Stop(StopReason{Message: "guest pulsed the reset line (i8042); partition reset is not implemented yet"})
+			p.Stop(StopReason{Reset: true, Message: "guest reset the machine (i8042 reset line)"})
 		},
 	})
 	p.pci = pci.NewHost()

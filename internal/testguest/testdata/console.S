@@ -8,8 +8,9 @@
  *    PM1 control) at the PM base the firmware programmed;
  *  - prints its token through INT 10h, then loops: halt until an
  *    interrupt, echo keystrokes (COM1 input, through SeaBIOS's serial
- *    console) back in upper case, and power off when the power button's
- *    status bit is set.
+ *    console) back in upper case, reset the machine on '!' (the i8042's
+ *    reset line), and power off when the power button's status bit is
+ *    set.
  * Build: as --32 -o console.o console.S && ld -m elf_i386 -Ttext=0x7c00 --oformat=binary -o console.bin console.o
  */
 	.code16
@@ -66,7 +67,12 @@ rx:	mov $0x01, %ah
 	jz button
 	xor %ah, %ah
 	int $0x16
-	cmp $'a', %al
+	/* '!' resets the machine through the i8042's reset line */
+	cmp $'!', %al
+	jne 5f
+	mov $0xfe, %al
+	out %al, $0x64
+5:	cmp $'a', %al
 	jb 3f
 	cmp $'z', %al
 	ja 3f

@@ -190,7 +190,7 @@ wait:
 		c.log.Error("partition stopped without the root service to report to", "reason", reason.Message, "flush_error", flushErr)
 		code = exitError
 	default:
-		s := &control.Stopped{PowerOff: reason.PowerOff, Reason: reason.Message}
+		s := &control.Stopped{PowerOff: reason.PowerOff, Reset: reason.Reset, Reason: reason.Message}
 		if flushErr != nil {
 			s.FlushErr = flushErr.Error()
 		}
