@@ -101,6 +101,9 @@ func (c *Console) readLocked(cursor uint64, max int) ([]byte, uint64, uint64) {
 func (c *Console) Follow(ctx context.Context, cursor uint64, max int) (data []byte, start, next uint64, ok bool) {
 	for {
 		c.mu.Lock()
+		cursor = min(cursor, c.end) // a cursor past the end waits at the end
+		c.mu.Unlock()
+		c.mu.Lock()
 		data, start, next = c.readLocked(cursor, max)
 		live, changed := c.live, c.changed
 		c.mu.Unlock()

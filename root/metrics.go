@@ -3,6 +3,7 @@ package root
 import (
 	"context"
 	"io"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -97,21 +98,45 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 		wmiapi.StateStopping, wmiapi.StateShuttingDown, wmiapi.StatePausing, wmiapi.StateResuming} {
 		ch <- prometheus.MustNewConstMetric(m.partitions, prometheus.GaugeValue, float64(counts[st]), stateName(st))
 	}
+	// Ask the workers at once: one that does not answer costs the scrape
+	// statsTimeout, not statsTimeout per worker.
+	var wg sync.WaitGroup
 	for _, r := range rs {
 		ch <- prometheus.MustNewConstMetric(m.memory, prometheus.GaugeValue, float64(r.w.mem.Size()), r.name)
-		ctx, cancel := context.WithTimeout(context.Background(), statsTimeout)
-		reply, err := r.w.request(ctx, &control.Message{Type: control.TypeStats})
-		cancel()
-		if err != nil || reply.Stats == nil {
-			continue
-		}
-		for reason, n := range reply.Stats.Exits {
-			if len(reason) > 32 {
-				continue // keep labels bounded whatever a worker says
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ctx, cancel := context.WithTimeout(context.Background(), statsTimeout)
+			reply, err := r.w.request(ctx, &control.Message{Type: control.TypeStats})
+			cancel()
+			if err != nil || reply.Stats == nil {
+				return
 			}
-			ch <- prometheus.MustNewConstMetric(m.exits, prometheus.CounterValue, float64(n), r.name, reason)
+			n := 0
+			for reason, count := range reply.Stats.Exits {
+				// Keep labels bounded whatever a worker says.
+				if n++; n > maxExitReasons || len(reason) > 32 || !validLabel(reason) {
+					continue
+				}
+				ch <- prometheus.MustNewConstMetric(m.exits, prometheus.CounterValue, float64(count), r.name, reason)
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+// maxExitReasons bounds the exit-reason series of one partition (KVM has
+// about 40 exit reasons).
+const maxExitReasons = 64
+
+// validLabel accepts the lower-case names the worker gives exit reasons.
+func validLabel(s string) bool {
+	for _, c := range s {
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '_' || c == '-' || c == '(' || c == ')') {
+			return false
 		}
 	}
+	return s != ""
 }
 
 // countingWriter counts bytes into a counter on their way to w.

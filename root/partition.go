@@ -27,9 +27,30 @@ type partition struct {
 	changed    time.Time // TimeOfLastStateChange
 	onSince    time.Time // when it last started running
 	worker     *worker
-	job        *job // the state change in flight, if any
-	expectStop bool // the root asked the worker to stop
+	job        *job        // the state change in flight, if any
+	expectStop bool        // the root asked the worker to stop
+	resets     []time.Time // recent guest resets, for the reset-loop limit
 	destroyed  bool
+}
+
+// A guest that resets more than maxResets times within resetWindow is
+// left off instead of being started again (a reset loop).
+const (
+	maxResets   = 5
+	resetWindow = time.Minute
+)
+
+// resetsAllowed records a reset at now and reports whether the partition
+// may start again; the caller holds s.mu.
+func (p *partition) resetsAllowed(now time.Time) bool {
+	recent := p.resets[:0]
+	for _, t := range p.resets {
+		if now.Sub(t) < resetWindow {
+			recent = append(recent, t)
+		}
+	}
+	p.resets = append(recent, now)
+	return len(p.resets) <= maxResets
 }
 
 // Timeouts for the root's requests to a worker.
@@ -127,6 +148,9 @@ func (s *Service) planChange(p *partition, req uint16) (plan, error) {
 	case wmiapi.RequestRunning:
 		switch st {
 		case wmiapi.StateOff:
+			if err := s.admit(p); err != nil {
+				return plan{}, err
+			}
 			return plan{wmiapi.StateStarting, func(ctx context.Context) error { return s.start(ctx, p) }}, nil
 		case wmiapi.StatePaused:
 			return plan{wmiapi.StateResuming, func(ctx context.Context) error { return s.simple(ctx, p, control.TypeResume, wmiapi.StateRunning) }}, nil
@@ -145,6 +169,9 @@ func (s *Service) planChange(p *partition, req uint16) (plan, error) {
 		}
 	case wmiapi.RequestReboot, wmiapi.RequestReset:
 		if st == wmiapi.StateRunning || st == wmiapi.StatePaused {
+			if err := s.admit(p); err != nil {
+				return plan{}, err
+			}
 			return plan{wmiapi.StateStopping, func(ctx context.Context) error {
 				if err := s.turnOff(ctx, p); err != nil {
 					return err
@@ -160,18 +187,36 @@ func (s *Service) planChange(p *partition, req uint16) (plan, error) {
 	return bad()
 }
 
+// admit checks that p can start now; the caller holds s.mu. Generation 2
+// partitions cannot run yet, and a disk image runs in one partition at a
+// time (two writers would corrupt it).
+func (s *Service) admit(p *partition) error {
+	if p.def.Generation == 2 {
+		return fault(wmiapi.CodeNotSupported, "partition %s is Generation 2: its worker (ELF loader, guest shim, SynIC) is not built yet", p.def.Name)
+	}
+	for _, o := range s.byID {
+		if o == p || o.state == wmiapi.StateOff {
+			continue
+		}
+		for _, d := range p.def.Disks {
+			for _, od := range o.def.Disks {
+				if d.Path == od.Path {
+					return fault(wmiapi.CodeConflict, "disk %s is in use by partition %s", d.Path, o.def.Name)
+				}
+			}
+		}
+	}
+	return nil
+}
+
 // start spawns the worker and waits for it to run the partition.
 func (s *Service) start(ctx context.Context, p *partition) error {
 	s.mu.Lock()
 	def := p.def.clone()
 	s.mu.Unlock()
-	if def.Generation == 2 {
-		p.console.setLive(false) // RequestStateChange made it live
-		s.mu.Lock()
-		s.setState(p, wmiapi.StateOff)
-		s.mu.Unlock()
-		return errors.New("generation 2 partitions cannot run yet: the enlightened worker (ELF loader, guest shim, SynIC) is not built")
-	}
+	s.mu.Lock()
+	s.setState(p, wmiapi.StateStarting) // a reboot's second half comes here from Off
+	s.mu.Unlock()
 	s.metrics.workerStarts.Inc()
 	p.console.setLive(true)
 	ctx, cancel := context.WithTimeout(ctx, startTimeout)
@@ -231,7 +276,11 @@ func (s *Service) watch(p *partition, w *worker) {
 	case ex.stopped.Reset && !p.expectStop:
 		kind = "guest_reset"
 		p.health = wmiapi.HealthOK
-		restart = p.job == nil
+		restart = p.job == nil && p.resetsAllowed(time.Now())
+		if !restart && p.job == nil {
+			ex.reason += fmt.Sprintf("; left off after %d resets within %v", maxResets, resetWindow)
+			p.health = wmiapi.HealthMajorFailure
+		}
 	case p.expectStop:
 		kind = "turned_off"
 		p.health = wmiapi.HealthOK
@@ -366,6 +415,11 @@ func (s *Service) shutDown(ctx context.Context, p *partition) error {
 		s.mu.Unlock()
 		return fmt.Errorf("the guest did not power off within %s of the power button; it is still running", s.cfg.ShutdownTimeout)
 	case <-ctx.Done():
+		s.mu.Lock()
+		if p.worker == w {
+			s.setState(p, wmiapi.StateRunning)
+		}
+		s.mu.Unlock()
 		return ctx.Err()
 	}
 	s.waitOff(p, w)

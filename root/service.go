@@ -37,6 +37,7 @@ type Service struct {
 	cfg     Config
 	log     hclog.Logger
 	store   *store
+	lock    *os.File // holds the state directory's flock
 	limits  limits
 	metrics *metrics
 	token   string
@@ -59,7 +60,9 @@ type Service struct {
 // job is one Msvm_ConcreteJob; its fields are guarded by Service.mu.
 type job struct {
 	wmiapi.ConcreteJob
-	done chan struct{}
+	done       chan struct{}
+	cancel     context.CancelFunc // ends the job's work early
+	superseded bool               // a turn off overrode it
 }
 
 // maxFinishedJobs is how many jobs the service remembers.
@@ -86,6 +89,22 @@ func New(cfg Config) (*Service, error) {
 	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
 		return nil, fmt.Errorf("state directory: %w", err)
 	}
+	// One service per state directory: a second would reap the first's
+	// workers and write the same definitions.
+	lock, err := os.OpenFile(filepath.Join(cfg.StateDir, "lock"), os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("state directory: %w", err)
+	}
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		lock.Close()
+		return nil, fmt.Errorf("state directory %s is in use by another vmms: %w", cfg.StateDir, err)
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			lock.Close()
+		}
+	}()
 	st, err := openStore(cfg.StateDir)
 	if err != nil {
 		return nil, err
@@ -97,7 +116,7 @@ func New(cfg Config) (*Service, error) {
 	if err := os.MkdirAll(filepath.Join(cfg.StateDir, "run"), 0o700); err != nil {
 		return nil, err
 	}
-	s := &Service{cfg: cfg, log: cfg.Logger, store: st, token: tok,
+	s := &Service{cfg: cfg, log: cfg.Logger, store: st, token: tok, lock: lock,
 		limits: limits{hostMemoryMB: hostMemoryMB()},
 		byID:   map[string]*partition{}, jobs: map[string]*job{}}
 	s.cond = sync.NewCond(&s.mu)
@@ -117,6 +136,7 @@ func New(cfg Config) (*Service, error) {
 		s.add(d)
 	}
 	go s.refillSpare()
+	ok = true
 	s.log.Info("root service ready", "state_dir", cfg.StateDir, "partitions", len(defs))
 	return s, nil
 }
@@ -434,6 +454,19 @@ func (s *Service) RequestStateChange(name string, req uint16) (wmiapi.ConcreteJo
 		s.mu.Unlock()
 		return wmiapi.ConcreteJob{}, fault(wmiapi.CodeConflict, "the service is shutting down")
 	}
+	if j := p.job; j != nil && req == wmiapi.RequestOff && j.RequestedState == wmiapi.RequestShutDown {
+		// Turning off overrides a shut down that waits for the guest, as
+		// Stop-VM -TurnOff does: that job ends Killed.
+		j.superseded = true
+		j.cancel()
+		s.mu.Unlock()
+		<-j.done
+		s.mu.Lock()
+		if s.closed {
+			s.mu.Unlock()
+			return wmiapi.ConcreteJob{}, fault(wmiapi.CodeConflict, "the service is shutting down")
+		}
+	}
 	if p.job != nil {
 		s.mu.Unlock()
 		return wmiapi.ConcreteJob{}, fault(wmiapi.CodeConflict, "partition %s has a state change in flight (job %s)", p.def.Name, p.job.InstanceID)
@@ -448,6 +481,8 @@ func (s *Service) RequestStateChange(name string, req uint16) (wmiapi.ConcreteJo
 		Description: fmt.Sprintf("change %s to requested state %d", p.def.Name, req),
 		JobState:    wmiapi.JobRunning, TimeSubmitted: now, StartTime: now, AffectedElement: p.def.ID, RequestedState: req},
 		done: make(chan struct{})}
+	var ctx context.Context
+	ctx, j.cancel = context.WithCancel(s.ctx)
 	s.remember(j)
 	p.job = j
 	p.requested = req
@@ -463,18 +498,24 @@ func (s *Service) RequestStateChange(name string, req uint16) (wmiapi.ConcreteJo
 
 	go func() {
 		defer s.jobsWG.Done()
-		err := pl.run(s.ctx)
+		err := pl.run(ctx)
+		j.cancel()
 		s.mu.Lock()
 		end := time.Now().UTC()
 		j.TimeCompleted = &end
 		j.ElapsedTimeMS = uint64(end.Sub(j.StartTime).Milliseconds())
 		j.PercentComplete = 100
-		if err != nil {
+		switch {
+		case j.superseded:
+			j.JobState = wmiapi.JobKilled
+			j.ErrorCode = wmiapi.ReturnFailed
+			j.ErrorDescription = "superseded: the partition was turned off"
+		case err != nil:
 			j.JobState = wmiapi.JobException
 			j.ErrorCode = wmiapi.ReturnFailed
 			j.ErrorDescription = err.Error()
 			p.log.Warn("state change failed", "requested", req, "error", err)
-		} else {
+		default:
 			j.JobState = wmiapi.JobCompleted
 		}
 		p.job = nil
@@ -569,7 +610,14 @@ func (s *Service) SendConsole(name string, data []byte) error {
 // workers flush the disks) and waits for them.
 func (s *Service) Close() error {
 	s.mu.Lock()
-	s.closed = true
+	s.closed = true // no new definitions or state changes from here
+	s.mu.Unlock()
+	// Changes in flight end first: their context is cancelled, so a start
+	// gives up (its worker is killed) and a shut down stops waiting.
+	s.cancel()
+	s.jobsWG.Wait()
+	s.dropSpare()
+	s.mu.Lock()
 	var ws []*worker
 	var ps []*partition
 	for _, p := range s.byID {
@@ -580,8 +628,6 @@ func (s *Service) Close() error {
 		}
 	}
 	s.mu.Unlock()
-	s.cancel()
-	s.dropSpare()
 	for i, w := range ws {
 		ctx, cancel := context.WithTimeout(context.Background(), stopTimeout)
 		if _, err := w.request(ctx, &control.Message{Type: control.TypeTurnOff}); err != nil && !errors.Is(err, errWorkerGone) {
@@ -596,9 +642,8 @@ func (s *Service) Close() error {
 		cancel()
 		s.waitOff(ps[i], w)
 	}
-	s.jobsWG.Wait()
 	s.log.Info("root service stopped", "partitions_stopped", len(ws))
-	return nil
+	return s.lock.Close()
 }
 
 // PID files: DIR/run/<id>.pid names each live worker, so that a root

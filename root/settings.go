@@ -30,6 +30,9 @@ func validName(n string) error {
 	if n == "" || len(n) > maxNameLen {
 		return invalid("ElementName must be 1 to %d characters", maxNameLen)
 	}
+	if isGUID(n) {
+		return invalid("ElementName %q has the form of a GUID, which names partitions by their Name", n)
+	}
 	for i, c := range n {
 		ok := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || i > 0 && (c == '.' || c == '_' || c == '-')
 		if !ok {

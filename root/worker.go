@@ -1,6 +1,7 @@
 package root
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -11,6 +12,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -41,10 +43,11 @@ type worker struct {
 	stderr  *logLines
 	console *switchWriter
 
-	mu      sync.Mutex
-	seq     uint64
-	pending map[uint64]chan *control.Message
-	stopped *control.Stopped
+	mu        sync.Mutex
+	seq       uint64
+	pending   map[uint64]chan *control.Message
+	stopped   *control.Stopped
+	lastNoise time.Time
 
 	done chan struct{} // closed once the process is reaped; exit is set
 	exit workerExit
@@ -77,6 +80,13 @@ func launchWorker(exe, label string, log hclog.Logger) (*worker, error) {
 		Stdout:     console,
 		Stderr:     stderr,
 		Env:        os.Environ(),
+		// Its own process group: a terminal's ^C or a signal to the
+		// root's group does not reach it; the root stops it over the
+		// control socket, after which it flushes its disks.
+		SysProcAttr: &syscall.SysProcAttr{Setpgid: true},
+		// A worker that leaves a child holding its output pipes must not
+		// keep Wait (and so the partition's state) hanging.
+		WaitDelay: 2 * time.Second,
 	}
 	err = cmd.Start()
 	theirs.Close()
@@ -90,6 +100,21 @@ func launchWorker(exe, label string, log hclog.Logger) (*worker, error) {
 		pending: map[uint64]chan *control.Message{}, done: make(chan struct{})}
 	go w.supervise()
 	return w, nil
+}
+
+// noise logs a complaint about the worker's records, at most one per
+// second (a broken or hostile worker could send them without end).
+func (w *worker) noise(msg string, args ...any) {
+	w.mu.Lock()
+	now := time.Now()
+	quiet := now.Sub(w.lastNoise) < time.Second
+	if !quiet {
+		w.lastNoise = now
+	}
+	w.mu.Unlock()
+	if !quiet {
+		w.logger().Warn(msg, args...)
+	}
 }
 
 func (w *worker) logger() hclog.Logger {
@@ -196,7 +221,7 @@ func (w *worker) request(ctx context.Context, m *control.Message, files ...*os.F
 	select {
 	case r := <-ch:
 		if r.Error != "" {
-			return r, errors.New(r.Error)
+			return r, errors.New(oneLine(r.Error))
 		}
 		return r, nil
 	case <-w.done:
@@ -220,7 +245,7 @@ func (w *worker) supervise() {
 		}
 		if err != nil {
 			bad++
-			w.logger().Warn("bad record from worker", "error", err)
+			w.noise("bad record from worker", "error", err)
 			if bad > 100 {
 				w.logger().Error("worker keeps sending bad records; killing it")
 				w.kill()
@@ -230,18 +255,26 @@ func (w *worker) supervise() {
 		}
 		switch m.Type {
 		case control.TypeReply:
+			// One reply per request: the entry goes with the first, and
+			// the send cannot block (the channel has room for one).
 			w.mu.Lock()
 			ch := w.pending[m.Seq]
+			delete(w.pending, m.Seq)
 			w.mu.Unlock()
 			if ch != nil {
-				ch <- m
+				select {
+				case ch <- m:
+				default:
+				}
+			} else {
+				w.noise("reply to no request", "seq", m.Seq)
 			}
 		case control.TypeStopped:
 			w.mu.Lock()
 			w.stopped = m.Stopped
 			w.mu.Unlock()
 		default:
-			w.logger().Warn("unexpected record from worker", "type", m.Type)
+			w.noise("unexpected record from worker", "type", m.Type)
 		}
 	}
 	err := w.cmd.Wait()
@@ -258,9 +291,9 @@ func (w *worker) supervise() {
 	ex := workerExit{stopped: st, err: err}
 	switch {
 	case st != nil:
-		ex.reason = st.Reason
+		ex.reason = oneLine(st.Reason)
 		if st.FlushErr != "" {
-			ex.reason += "; flushing disks failed: " + st.FlushErr
+			ex.reason += "; flushing disks failed: " + oneLine(st.FlushErr)
 		}
 	case err != nil:
 		ex.crash = true
@@ -301,6 +334,10 @@ type logLines struct {
 	mu       sync.Mutex
 	partial  []byte
 	lastLine string
+
+	tokens  float64   // the rate limit's bucket
+	last0   time.Time // when it was last filled
+	dropped int
 }
 
 func (l *logLines) setLogger(log hclog.Logger) {
@@ -357,19 +394,70 @@ func (l *logLines) Write(p []byte) (int, error) {
 	defer l.mu.Unlock()
 	l.partial = append(l.partial, p...)
 	for {
-		i := strings.IndexByte(string(l.partial), '\n')
+		i := bytes.IndexByte(l.partial, '\n')
 		if i < 0 {
 			break
 		}
 		line := strings.TrimSpace(string(l.partial[:i]))
 		l.partial = l.partial[i+1:]
-		if line != "" {
-			l.lastLine = relog(l.log, line)
+		if line != "" && l.allow() {
+			l.lastLine = oneLine(relog(l.log, line))
 		}
 	}
-	if len(l.partial) > 64<<10 {
-		l.log.Info("worker", "line", string(l.partial))
+	if len(l.partial) > maxLogLine {
+		if l.allow() {
+			l.lastLine = oneLine(relog(l.log, string(l.partial[:maxLogLine])))
+		}
 		l.partial = l.partial[:0]
 	}
 	return n, nil
 }
+
+// Limits on what a worker may make the root log: a token bucket of
+// lines, and the length of one line.
+const (
+	logLinesPerSecond = 50
+	logBurst          = 200
+	maxLogLine        = 4 << 10
+)
+
+// allow takes a token from the bucket; the caller holds l.mu. Lines
+// beyond the rate are dropped and counted, and the count is logged with
+// the next line let through.
+func (l *logLines) allow() bool {
+	now := time.Now()
+	if l.last0.IsZero() {
+		l.tokens, l.last0 = logBurst, now
+	}
+	l.tokens = min(logBurst, l.tokens+now.Sub(l.last0).Seconds()*logLinesPerSecond)
+	l.last0 = now
+	if l.tokens < 1 {
+		l.dropped++
+		return false
+	}
+	l.tokens--
+	if l.dropped > 0 {
+		l.log.Warn("worker log lines dropped: over the rate limit", "lines", l.dropped)
+		l.dropped = 0
+	}
+	return true
+}
+
+// oneLine makes a worker-supplied text fit to show: printable, one line,
+// at most maxReason bytes.
+func oneLine(s string) string {
+	s = strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7F {
+			return ' '
+		}
+		return r
+	}, strings.ToValidUTF8(s, "?"))
+	if len(s) > maxReason {
+		s = strings.ToValidUTF8(s[:maxReason], "") + "…"
+	}
+	return s
+}
+
+// maxReason bounds the stop reasons and messages a worker can put in the
+// API's answers.
+const maxReason = 256

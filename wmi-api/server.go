@@ -239,7 +239,7 @@ func decode(r *http.Request, v any) error {
 		}
 		return &Fault{Code: CodeBadJSON, Message: "malformed JSON: " + err.Error()}
 	}
-	if d.More() {
+	if _, err := d.Token(); err != io.EOF {
 		return &Fault{Code: CodeBadJSON, Message: "malformed JSON: data after the object"}
 	}
 	return nil
@@ -445,21 +445,30 @@ func (s *server) consoleGet(w http.ResponseWriter, r *http.Request) error {
 		_, err := w.Write(data)
 		return ignoreClientGone(err)
 	}
-	// Streaming: the headers say where the stream starts; the cursor after
-	// it is that plus the bytes received.
-	data, start, next, more := con.Follow(r.Context(), cursor, 64<<10)
+	// Streaming: the headers say where the stream starts (sent at once,
+	// before any output); the cursor after it is that plus the bytes
+	// received.
+	_, start, _ := con.Read(cursor, 0)
 	w.Header().Set(ConsoleStartHeader, strconv.FormatUint(start, 10))
 	w.Header().Set(ConsoleCursorHeader, strconv.FormatUint(start, 10))
 	w.WriteHeader(http.StatusOK)
 	fl, _ := w.(http.Flusher)
-	for more {
+	if fl != nil {
+		fl.Flush()
+	}
+	next := start
+	for {
+		data, _, n, more := con.Follow(r.Context(), next, 64<<10)
+		if !more {
+			break
+		}
+		next = n
 		if _, err := w.Write(data); err != nil {
 			return ignoreClientGone(err)
 		}
 		if fl != nil {
 			fl.Flush()
 		}
-		data, _, next, more = con.Follow(r.Context(), next, 64<<10)
 	}
 	return nil
 }

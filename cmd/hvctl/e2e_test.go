@@ -282,32 +282,33 @@ func TestEndToEnd(t *testing.T) {
 	}
 	h.fails(1, args("console", "web1"), "web1 is Off")
 
-	// A state change whose job ends in Exception (today a Generation 2
-	// partition cannot run) exits 1 with the job's description; get-job
-	// shows that job.
-	r = h.run(args("start-vm", "g2")...)
-	switch r.code {
-	case 0:
-		t.Logf("g2 started: %s", r.stdout)
-		h.ok(args("stop-vm", "g2", "--turn-off")...)
-	case 1:
-		m := regexp.MustCompile(`^hvctl: start-vm g2: job (\S+) ended in Exception \(error \d+\): \S.*\n$`).FindStringSubmatch(r.stderr)
-		if m == nil {
-			t.Fatalf("start-vm g2: %v", r)
-		}
-		var j wmiapi.ConcreteJob
-		if err := json.Unmarshal([]byte(h.ok(args("get-job", m[1], "-o", "json")...)), &j); err != nil {
-			t.Fatal(err)
-		}
-		if j.JobState != wmiapi.JobException || j.ErrorDescription == "" || !strings.Contains(r.stderr, j.ErrorDescription) {
-			t.Errorf("job %+v", j)
-		}
-		if r := rows(h.ok(args("get-job", m[1])...)); len(r) != 2 || r[1][0] != m[1] || r[1][2] != "Exception" {
-			t.Errorf("get-job table: %v", r)
-		}
-	default:
-		t.Fatalf("start-vm g2: %v", r)
+	// A Generation 2 partition cannot run yet: refused at once.
+	h.fails(1, args("start-vm", "g2"), "not_supported")
+
+	// A state change whose job ends in Exception (a ROM the worker
+	// refuses) exits 1 with the job's description; get-job shows that
+	// job.
+	badROM := filepath.Join(t.TempDir(), "bad.rom")
+	if err := os.WriteFile(badROM, []byte("not a ROM"), 0o600); err != nil {
+		t.Fatal(err)
 	}
+	h.ok(args("new-vm", "badrom", "--generation", "1", "--firmware", badROM)...)
+	r = h.run(args("start-vm", "badrom")...)
+	m := regexp.MustCompile(`^hvctl: start-vm badrom: job (\S+) ended in Exception \(error \d+\): \S.*\n$`).FindStringSubmatch(r.stderr)
+	if r.code != 1 || m == nil {
+		t.Fatalf("start-vm badrom: %v", r)
+	}
+	var j wmiapi.ConcreteJob
+	if err := json.Unmarshal([]byte(h.ok(args("get-job", m[1], "-o", "json")...)), &j); err != nil {
+		t.Fatal(err)
+	}
+	if j.JobState != wmiapi.JobException || j.ErrorDescription == "" || !strings.Contains(r.stderr, j.ErrorDescription) {
+		t.Errorf("job %+v", j)
+	}
+	if r := rows(h.ok(args("get-job", m[1])...)); len(r) != 2 || r[1][0] != m[1] || r[1][2] != "Exception" {
+		t.Errorf("get-job table: %v", r)
+	}
+	h.ok(args("remove-vm", "badrom")...)
 	if out := h.ok(args("get-vmconsole", "g2")...); out != "" {
 		t.Errorf("get-vmconsole of a partition that never ran: %q", out)
 	}

@@ -85,6 +85,7 @@ func run(stateDir, listen, logFormat, logLevel string, noSpare bool) error {
 	// Tests and scripts read the address from this line on stdout.
 	fmt.Printf("vmms: listening on %s\n", ln.Addr())
 
+	var serveErr error
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	sig := make(chan os.Signal, 1)
@@ -93,12 +94,13 @@ func run(stateDir, listen, logFormat, logLevel string, noSpare bool) error {
 	case s := <-sig:
 		log.Info("stopping", "signal", s.String())
 	case err := <-errc:
+		serveErr = fmt.Errorf("serving the API: %w", err)
 		log.Error("server failed", "error", err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	srv.Shutdown(ctx)
-	return svc.Close()
+	return errors.Join(serveErr, svc.Close())
 }
 
 // listenOn opens host:port or unix:PATH (a stale socket file is replaced).

@@ -240,7 +240,7 @@ func Decode(b []byte) (*Message, error) {
 	if err := d.Decode(&m); err != nil {
 		return nil, fmt.Errorf("control: bad record: %w", err)
 	}
-	if d.More() {
+	if _, err := d.Token(); err != io.EOF {
 		return nil, errors.New("control: trailing data after the record")
 	}
 	return &m, nil

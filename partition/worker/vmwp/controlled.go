@@ -63,6 +63,10 @@ func runControlled(fd int, label string, nameErr error) int {
 	// to it must fail with EPIPE rather than kill the process before the
 	// disks are flushed.
 	signal.Ignore(syscall.SIGPIPE)
+	// The root stops this process over the control socket (and it stops
+	// by itself when the socket closes), flushing the disks first; a ^C
+	// or SIGTERM meant for the root's group must not cut that short.
+	signal.Ignore(syscall.SIGINT, syscall.SIGTERM)
 
 	// Make the VM while the root has nothing for this worker yet (a
 	// spare) or is still sending the start request.
