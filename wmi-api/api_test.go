@@ -90,6 +90,10 @@ func TestBadInput(t *testing.T) {
 	if code, b := a.define("existing", 64, 1); code != 201 {
 		t.Fatalf("define: %d %s", code, b)
 	}
+	if code, b := a.do("POST", wmiapi.Prefix+"/Msvm_VirtualSystemManagementService/DefineSystem", a.token,
+		[]byte(`{"SystemSettings":{"ElementName":"gen2","VirtualSystemSubType":"Microsoft:Hyper-V:SubType:2"}}`)); code != 201 {
+		t.Fatalf("define gen2: %d %s", code, b)
+	}
 	define := wmiapi.Prefix + "/Msvm_VirtualSystemManagementService/DefineSystem"
 	big := append([]byte(`{"SystemSettings":{"ElementName":"`), bytes.Repeat([]byte("a"), wmiapi.MaxBody)...)
 	big = append(big, `"}}`...)
@@ -105,6 +109,9 @@ func TestBadInput(t *testing.T) {
 		{"malformed JSON", "POST", define, a.token, []byte(`{"SystemSettings":`), 400, wmiapi.CodeBadJSON},
 		{"not an object", "POST", define, a.token, []byte(`[1,2,3]`), 400, wmiapi.CodeBadJSON},
 		{"two objects", "POST", define, a.token, []byte(`{} {}`), 400, wmiapi.CodeBadJSON},
+		{"trailing bracket", "POST", define, a.token, []byte(`{"SystemSettings":{"ElementName":"tb"}}}`), 400, wmiapi.CodeBadJSON},
+		{"GUID-shaped name", "POST", define, a.token, defineBody("16D1EF0B-91FC-4CFE-89B7-736F3D4C3661", 64, 1), 422, wmiapi.CodeInvalid},
+		{"start a Generation 2 partition", "POST", wmiapi.Prefix + "/Msvm_ComputerSystem/gen2/RequestStateChange", a.token, []byte(`{"RequestedState":2}`), 422, wmiapi.CodeNotSupported},
 		{"unknown field", "POST", define, a.token, []byte(`{"SystemSettings":{"ElementName":"x","Colour":"red"}}`), 400, wmiapi.CodeUnknownField},
 		{"oversized body", "POST", define, a.token, big, 413, wmiapi.CodeTooLarge},
 		{"no token", "GET", wmiapi.Prefix + "/Msvm_ComputerSystem", "", nil, 401, wmiapi.CodeUnauthorized},
@@ -155,12 +162,24 @@ func TestBadInput(t *testing.T) {
 	// Nothing that was refused was defined.
 	status, body := a.do("GET", wmiapi.Prefix+"/Msvm_ComputerSystem", a.token, nil)
 	var list []wmiapi.ComputerSystem
-	if err := json.Unmarshal(body, &list); status != 200 || err != nil || len(list) != 1 || list[0].ElementName != "existing" {
+	if err := json.Unmarshal(body, &list); status != 200 || err != nil || len(list) != 2 || list[0].ElementName != "existing" {
 		t.Fatalf("after the bad requests: %d %s", status, body)
 	}
 	files, _ := filepath.Glob(filepath.Join(a.dir, "partitions", "*"))
-	if len(files) != 1 {
+	if len(files) != 2 {
 		t.Fatalf("state directory holds %v, want one definition", files)
+	}
+}
+
+// TestOneServicePerStateDirectory: a second service on the same state
+// directory is refused; it would reap the first one's workers.
+func TestOneServicePerStateDirectory(t *testing.T) {
+	a := newAPIServer(t)
+	if svc, err := root.New(root.Config{StateDir: a.dir, WorkerPath: "/bin/false"}); err == nil {
+		svc.Close()
+		t.Fatal("a second service took the same state directory")
+	} else if !strings.Contains(err.Error(), "in use by another vmms") {
+		t.Fatalf("error %v", err)
 	}
 }
 

@@ -35,6 +35,12 @@ func FuzzManagementMethods(f *testing.F) {
 	if err != nil {
 		f.Fatal(err)
 	}
+	// The partition RequestStateChange aims at exists, so the fuzzer
+	// drives the state machine (its starts fail: the worker is
+	// /bin/false).
+	if _, err := svc.DefineSystem(wmiapi.DefineSystemRequest{SystemSettings: wmiapi.VirtualSystemSettingData{ElementName: "fuzz"}}); err != nil {
+		f.Fatal(err)
+	}
 	paths := []string{"DefineSystem", "DestroySystem", "ModifySystemSettings", "AddResourceSettings", "ModifyResourceSettings", "RemoveResourceSettings"}
 	f.Fuzz(func(t *testing.T, method uint8, body []byte) {
 		path := wmiapi.Prefix + "/Msvm_ComputerSystem/fuzz/RequestStateChange"
@@ -50,6 +56,14 @@ func FuzzManagementMethods(f *testing.F) {
 		}
 		if w.Code >= 400 && !bytes.Contains(w.Body.Bytes(), []byte(`"code"`)) {
 			t.Fatalf("%s: %d without an Error body: %s", path, w.Code, w.Body.Bytes())
+		}
+		// The service keeps working.
+		list := httptest.NewRequest("GET", wmiapi.Prefix+"/Msvm_ComputerSystem", nil)
+		list.Header.Set("Authorization", "Bearer "+svc.Token())
+		lw := httptest.NewRecorder()
+		h.ServeHTTP(lw, list)
+		if lw.Code != 200 {
+			t.Fatalf("list after %s: %d %s", path, lw.Code, lw.Body.Bytes())
 		}
 	})
 }

@@ -242,3 +242,60 @@ func TestDefinitionsSurviveRootKill(t *testing.T) {
 		v2.stop()
 	}
 }
+
+// TestDiskRunsInOnePartition: two partitions defined on one image cannot
+// run at once.
+func TestDiskRunsInOnePartition(t *testing.T) {
+	requireKVM(t)
+	v := startVMMS(t, t.TempDir())
+	img, _ := testguest.ConsoleDisk(t, t.TempDir())
+	a, b := unique("disk-a"), unique("disk-b")
+	v.defineGen1(a, img)
+	v.defineGen1(b, img)
+	if j := v.change(a, wmiapi.RequestRunning); j.JobState != wmiapi.JobCompleted {
+		t.Fatalf("start %s: %+v", a, j)
+	}
+	if status := v.call("POST", wmiapi.Prefix+"/Msvm_ComputerSystem/"+b+"/RequestStateChange", wmiapi.StateChangeRequest{RequestedState: 2}, nil); status != 409 {
+		t.Fatalf("second partition on the same disk: %d, want 409", status)
+	}
+	if j := v.change(a, wmiapi.RequestOff); j.JobState != wmiapi.JobCompleted {
+		t.Fatalf("turn off: %+v", j)
+	}
+	if j := v.change(b, wmiapi.RequestRunning); j.JobState != wmiapi.JobCompleted {
+		t.Fatalf("start %s once the disk is free: %+v", b, j)
+	}
+}
+
+// TestTurnOffOverridesShutDown: a shut down waiting for a guest that does
+// not power off is overridden by a turn off; the shut down's job ends
+// Killed.
+func TestTurnOffOverridesShutDown(t *testing.T) {
+	requireKVM(t)
+	v := startVMMS(t, t.TempDir())
+	img, _ := testguest.ConsoleDisk(t, t.TempDir())
+	name := unique("override")
+	v.defineGen1(name, img)
+	if j := v.change(name, wmiapi.RequestRunning); j.JobState != wmiapi.JobCompleted {
+		t.Fatalf("start: %+v", j)
+	}
+	v.waitConsole(name, 90*time.Second, testguest.ConsoleToken)
+	v.sendConsole(name, "#deaf\n") // listens for the button, never powers off
+	v.waitConsole(name, 20*time.Second, "#DEAF")
+	var res wmiapi.StateChangeResult
+	if status := v.call("POST", wmiapi.Prefix+"/Msvm_ComputerSystem/"+name+"/RequestStateChange", wmiapi.StateChangeRequest{RequestedState: wmiapi.RequestShutDown}, &res); status != 202 {
+		t.Fatalf("shut down: %d", status)
+	}
+	time.Sleep(200 * time.Millisecond)
+	if cs := v.system(name); cs.EnabledState != wmiapi.StateShuttingDown {
+		t.Fatalf("while the shut down waits: %+v", cs)
+	}
+	if off := v.change(name, wmiapi.RequestOff); off.JobState != wmiapi.JobCompleted {
+		t.Fatalf("turn off: %+v", off)
+	}
+	if shut := v.waitJob(res.Job.InstanceID, 30*time.Second); shut.JobState != wmiapi.JobKilled {
+		t.Fatalf("shut down job: %+v", shut)
+	}
+	if cs := v.system(name); cs.EnabledState != wmiapi.StateOff || cs.LastStopReason != "turned off" {
+		t.Fatalf("after: %+v", cs)
+	}
+}

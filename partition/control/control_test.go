@@ -75,6 +75,8 @@ func TestRecvRefusesHostileRecords(t *testing.T) {
 		`{"type":"explode"}`,
 		`{"type":"pause","extra":1}`,
 		`{"type":"pause"} {"type":"pause"}`,
+		`{"type":"pause"}}`,
+		`{"type":"pause"}]`,
 		`[1,2]`,
 		`{"type":"stopped"}`,
 	} {

@@ -10,7 +10,7 @@
  *    interrupt, echo keystrokes (COM1 input, through SeaBIOS's serial
  *    console) back in upper case, reset the machine on '!' (the i8042's
  *    reset line), and power off when the power button's status bit is
- *    set.
+ *    set, unless '#' made it deaf to the button.
  * Build: as --32 -o console.o console.S && ld -m elf_i386 -Ttext=0x7c00 --oformat=binary -o console.bin console.o
  */
 	.code16
@@ -72,7 +72,12 @@ rx:	mov $0x01, %ah
 	jne 5f
 	mov $0xfe, %al
 	out %al, $0x64
-5:	cmp $'a', %al
+	/* '#' makes it deaf: it goes on listening for the power button but
+	 * never powers off (a guest that ignores a shut down) */
+5:	cmp $'#', %al
+	jne 6f
+	movb $1, deaf
+6:	cmp $'a', %al
 	jb 3f
 	cmp $'z', %al
 	ja 3f
@@ -82,6 +87,8 @@ rx:	mov $0x01, %ah
 	int $0x10
 	jmp rx
 button:
+	cmpb $0, deaf
+	jne idle
 	mov %di, %dx
 	in %dx, %ax
 	test $0x100, %ax
@@ -110,6 +117,7 @@ print:
 	jmp print
 2:	ret
 
+deaf:	.byte 0
 token:	.asciz "CONSOLE-GUEST-READY-5e21\r\n"
 failmsg: .asciz "CONSOLE-GUEST-DISK-FAILED\r\n"
 /* disk address packets: size, reserved, count, buffer offset:segment, LBA */
