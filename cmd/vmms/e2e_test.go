@@ -59,14 +59,7 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-func requireKVM(t testing.TB) {
-	t.Helper()
-	f, err := os.OpenFile("/dev/kvm", os.O_RDWR, 0)
-	if err != nil {
-		t.Skipf("needs /dev/kvm: %v", err)
-	}
-	f.Close()
-}
+func requireKVM(t testing.TB) { testenv.RequireKVM(t) }
 
 // vmms is one running root service.
 type vmms struct {
@@ -79,22 +72,7 @@ type vmms struct {
 	done  chan struct{}
 }
 
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
+type lockedBuffer = testenv.Buffer
 
 // startVMMS runs vmms on dir and waits until it serves; it logs at debug
 // level unless args say otherwise.

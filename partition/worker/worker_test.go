@@ -31,36 +31,9 @@ func assemble(t testing.TB, name, text string) string {
 	return testguest.AssembleToFile(t, filepath.Join("testdata", name+".S"), text)
 }
 
-// requireKVM skips where /dev/kvm is not usable.
-func requireKVM(t testing.TB) {
-	t.Helper()
-	s, err := kvm.Open()
-	if errors.Is(err, kvm.ErrUnavailable) {
-		t.Skipf("no usable /dev/kvm on this machine: %v", err)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.Close()
-}
+func requireKVM(t testing.TB) { testenv.RequireKVM(t) }
 
-// syncBuffer is a bytes.Buffer safe for the vCPU thread and the test.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+type syncBuffer = testenv.Buffer
 
 func runROM(t *testing.T, rom string, disks ...string) (StopReason, string, *Partition) {
 	t.Helper()

@@ -11,13 +11,12 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/partita-hv/partita/internal/testenv"
 	"github.com/partita-hv/partita/internal/testguest"
 	"github.com/partita-hv/partita/partition/control"
-	"github.com/partita-hv/partita/partition/kvm"
 	"github.com/partita-hv/partita/partition/memory"
 	"github.com/partita-hv/partita/vsp/disk"
 )
@@ -37,33 +36,9 @@ func rom(t *testing.T, name string) string {
 	return testguest.AssembleToFile(t, testguest.WorkerROM(name), "0")
 }
 
-func requireKVM(t *testing.T) {
-	t.Helper()
-	s, err := kvm.Open()
-	if err != nil {
-		t.Skipf("no usable /dev/kvm: %v", err)
-	}
-	s.Close()
-}
+func requireKVM(t *testing.T) { testenv.RequireKVM(t) }
 
-// syncBuffer is a bytes.Buffer safe for exec's copying goroutine and the
-// test.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+type syncBuffer = testenv.Buffer
 
 // child is a worker process run from this test binary, seen from the
 // root's side.
