@@ -2,8 +2,9 @@ package root
 
 import (
 	"fmt"
-	"strings"
 	"time"
+
+	"github.com/partita-hv/partita/partition/worker/vmwp"
 )
 
 // The root keeps one spare worker process: started, its Go runtime up and
@@ -14,7 +15,7 @@ import (
 
 // spareLabel is a spare's --partition value: a placeholder padded to the
 // longest name, for the worker to write the name over.
-var spareLabel = "(spare)" + strings.Repeat(" ", maxNameLen-len("(spare)"))
+var spareLabel = vmwp.SpareLabel()
 
 // takeWorker returns the spare if it is alive, or launches a worker, and
 // launches the next spare.

@@ -58,3 +58,11 @@ func TestWorkerLogLinesRateLimited(t *testing.T) {
 		t.Errorf("partial line kept %d bytes", len(l.partial))
 	}
 }
+
+// TestSpareLabelFitsNames: a spare worker writes the partition's name over
+// its placeholder argument, so the placeholder must hold the longest name.
+func TestSpareLabelFitsNames(t *testing.T) {
+	if len(spareLabel) < maxNameLen {
+		t.Fatalf("spare placeholder holds %d bytes, names take up to %d", len(spareLabel), maxNameLen)
+	}
+}

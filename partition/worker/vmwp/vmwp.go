@@ -193,7 +193,7 @@ func parseSize(s string) (uint64, error) {
 // MaxNameLen bytes, room for the name written over it later.
 const (
 	SparePlaceholder = "(spare)"
-	MaxNameLen       = 64
+	MaxNameLen       = 64 // the root's limit on partition names
 )
 
 // SpareLabel is the padded --partition value of a spare worker.
