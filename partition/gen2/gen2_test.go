@@ -1,0 +1,70 @@
+package gen2
+
+import (
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/partita-hv/partita/internal/testenv"
+)
+
+// program assembles and links testdata/name.S as a static executable.
+func program(t *testing.T, name string) string { return programB(t, name) }
+
+func programB(t testing.TB, name string) string {
+	t.Helper()
+	as, ld := testenv.RequireTool(t, "as"), testenv.RequireTool(t, "ld")
+	dir := t.TempDir()
+	obj, bin := filepath.Join(dir, name+".o"), filepath.Join(dir, name)
+	for _, c := range [][]string{{as, "--64", "-o", obj, filepath.Join("testdata", name+".S")}, {ld, "-static", "-o", bin, obj}} {
+		if out, err := exec.Command(c[0], c[1:]...).CombinedOutput(); err != nil {
+			t.Fatalf("%v: %v\n%s", c, err, out)
+		}
+	}
+	return bin
+}
+
+func run(t *testing.T, prog string, args ...string) (Exit, string, *Partition) {
+	t.Helper()
+	testenv.RequireKVM(t)
+	var out testenv.Buffer
+	p, err := New(Config{Name: "g2", Program: prog, Args: args, Memory: 16 << 20, Console: &out})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Close() })
+	return p.Run(), out.String(), p
+}
+
+func TestProgramRunsAtCPL3(t *testing.T) {
+	exit, out, p := run(t, program(t, "hello"), "one", "two")
+	if !exit.Clean || exit.Code != 7 {
+		t.Fatalf("exit %+v; console %q", exit, out)
+	}
+	if out != "hello from CPL3\nall checks passed\n" {
+		t.Fatalf("console %q", out)
+	}
+	if n := p.ENOSYSCounts()[999]; n != 1 {
+		t.Errorf("ENOSYS count for 999: %d", n)
+	}
+}
+
+func TestProgramFaultsStopThePartition(t *testing.T) {
+	prog := program(t, "fault")
+	for _, c := range []struct{ arg, want string }{
+		{"kernel", "#PF page fault"},
+		{"ud", "#UD invalid opcode"},
+		{"io", "#GP general protection"},
+	} {
+		exit, _, _ := run(t, prog, c.arg)
+		if exit.Clean || !strings.Contains(exit.Message, c.want) || !strings.Contains(exit.Report, "last system calls") {
+			t.Errorf("%s: %+v", c.arg, exit)
+		}
+		t.Logf("%s: %s", c.arg, exit.Message)
+	}
+	// A bad pointer is the program's error, not a fault.
+	if exit, _, _ := run(t, prog, "efault"); !exit.Clean || exit.Code != 14 {
+		t.Errorf("efault: %+v", exit)
+	}
+}

@@ -1,0 +1,369 @@
+package gen2
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/partita-hv/partita/partition/elf"
+	"github.com/partita-hv/partita/partition/kvm"
+	"github.com/partita-hv/partita/partition/memory"
+)
+
+// Config describes a Generation 2 partition.
+type Config struct {
+	Name    string
+	Program string   // static x86-64 executable
+	Args    []string // argv[1:]
+	Env     []string
+	Memory  uint64    // bytes, whole 2 MiB pages, 4 MiB to 4 GiB
+	Console io.Writer // what the program writes to fds 1 and 2
+	Logger  hclog.Logger
+}
+
+// Exit says how the partition ended.
+type Exit struct {
+	Code    int    // exit_group's status, when Clean
+	Clean   bool   // the program exited
+	Message string // one line
+	Report  string // a fault's registers and recent system calls
+}
+
+// Partition is a running Generation 2 partition: one vCPU for now.
+type Partition struct {
+	cfg  Config
+	log  hclog.Logger
+	sys  *kvm.System
+	vm   *kvm.VM
+	mem  *memory.Memory
+	vcpu *kvm.VCPU
+
+	brkStart, brk uint64 // the program break
+	mmapTop       uint64 // anonymous mappings are taken downwards from here
+	mmapFloor     uint64 // and may not go below this (the break's limit)
+	fsBase        uint64
+	entry, rsp    uint64    // where the program starts
+	userSregs     kvm.Sregs // the program's segments and control registers
+
+	history [16]uint64 // recent system call numbers, a ring
+	nhist   int
+
+	enosys sync.Map // syscall number -> *atomic.Uint64
+	calls  atomic.Uint64
+}
+
+// stackSize is what the program's initial stack may use below the top of
+// memory.
+const stackSize = 1 << 20
+
+// New loads the program into fresh guest memory and prepares its vCPU.
+func New(cfg Config) (*Partition, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = hclog.NewNullLogger()
+	}
+	if cfg.Console == nil {
+		cfg.Console = io.Discard
+	}
+	img, err := os.ReadFile(cfg.Program)
+	if err != nil {
+		return nil, fmt.Errorf("gen2: program: %w", err)
+	}
+	if cfg.Memory < 2*largePage || cfg.Memory%largePage != 0 || cfg.Memory > maxMemory {
+		return nil, fmt.Errorf("gen2: memory %#x bytes: want 4 MiB to 4 GiB in whole 2 MiB pages", cfg.Memory)
+	}
+	x, err := elf.Parse(img, userBase, cfg.Memory-stackSize)
+	if err != nil {
+		return nil, err
+	}
+	p := &Partition{cfg: cfg, log: cfg.Logger.Named("gen2").With("partition", cfg.Name)}
+	ok := false
+	defer func() {
+		if !ok {
+			p.Close()
+		}
+	}()
+	if p.mem, err = memory.New(cfg.Name, cfg.Memory); err != nil {
+		return nil, err
+	}
+	mem := p.mem.Bytes()
+	if err := buildKernelArea(mem); err != nil {
+		return nil, err
+	}
+	var top uint64
+	for _, s := range x.Segments {
+		copy(mem[s.Vaddr:s.Vaddr+s.Filesz], img[s.Offset:s.Offset+s.Filesz])
+		top = max(top, s.Vaddr+s.Memsz)
+	}
+	p.brkStart = (top + 0xFFF) &^ 0xFFF
+	p.brk = p.brkStart
+	p.mmapTop = cfg.Memory - stackSize
+	p.mmapFloor = p.brkStart
+	rsp, err := p.buildStack(x)
+	if err != nil {
+		return nil, err
+	}
+	if p.sys, err = kvm.Open(); err != nil {
+		return nil, err
+	}
+	if p.vm, err = p.sys.CreateVM(); err != nil {
+		return nil, err
+	}
+	if err := p.vm.SetMemory(0, 0, mem, 0); err != nil {
+		return nil, err
+	}
+	p.entry, p.rsp = x.Entry, rsp
+	ok = true
+	return p, nil
+}
+
+// buildStack lays out argc, argv, envp and the auxiliary vector at the
+// top of memory, as Linux does, and returns the initial stack pointer.
+func (p *Partition) buildStack(x *elf.Executable) (uint64, error) {
+	mem := p.mem.Bytes()
+	sp := p.cfg.Memory
+	push := func(b []byte) uint64 {
+		sp -= uint64(len(b))
+		copy(mem[sp:], b)
+		return sp
+	}
+	str := func(s string) uint64 { return push(append([]byte(s), 0)) }
+	argv := append([]string{p.cfg.Name}, p.cfg.Args...)
+	var argvp, envp []uint64
+	size := 0
+	for _, s := range append(argv, p.cfg.Env...) {
+		size += len(s) + 1
+	}
+	if size > 64<<10 {
+		return 0, fmt.Errorf("gen2: arguments and environment take %d bytes, at most 64 KiB", size)
+	}
+	for _, a := range argv {
+		argvp = append(argvp, str(a))
+	}
+	for _, e := range p.cfg.Env {
+		envp = append(envp, str(e))
+	}
+	random := push(randomBytes(16))
+	sp &^= 15
+	const (
+		atNull   = 0
+		atPhdr   = 3
+		atPhent  = 4
+		atPhnum  = 5
+		atPagesz = 6
+		atEntry  = 9
+		atUID    = 11
+		atRandom = 25
+	)
+	auxv := []uint64{atPhdr, x.PhdrAddr, atPhent, uint64(x.Phentsz), atPhnum, uint64(x.Phnum), atPagesz, 4096,
+		atEntry, x.Entry, atUID, 0, atRandom, random, atNull, 0}
+	words := []uint64{uint64(len(argvp))}
+	words = append(words, argvp...)
+	words = append(words, 0)
+	words = append(words, envp...)
+	words = append(words, 0)
+	words = append(words, auxv...)
+	if len(words)%2 == 1 {
+		sp -= 8 // keep the stack 16-byte aligned at argc
+	}
+	sp -= uint64(8 * len(words))
+	for i, w := range words {
+		binary.LittleEndian.PutUint64(mem[sp+uint64(8*i):], w)
+	}
+	return sp, nil
+}
+
+// Run runs the program on its vCPU, on a locked OS thread, until it exits
+// or faults.
+func (p *Partition) Run() Exit {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	v, err := p.vm.CreateVCPU(0)
+	if err != nil {
+		return Exit{Message: fmt.Sprintf("create vCPU: %v", err)}
+	}
+	p.vcpu = v
+	if err := p.setup(v); err != nil {
+		return Exit{Message: fmt.Sprintf("set up the vCPU: %v", err)}
+	}
+	for {
+		r, err := v.Run()
+		if err != nil {
+			return Exit{Message: fmt.Sprintf("vCPU: %v", err)}
+		}
+		switch r {
+		case kvm.ExitIO:
+			io := v.IO()
+			if io.In || io.Size != 1 || io.Count != 1 {
+				return p.fault(fmt.Sprintf("port access %#x from guest kernel mode", io.Port))
+			}
+			switch {
+			case io.Port >= trapPortBase && io.Port < trapPortBase+32:
+				if exit, done := p.trap(v, uint8(io.Port-trapPortBase)); done {
+					return exit
+				}
+			case io.Port == trapPortOther:
+				return p.fault("an interrupt or exception beyond the first 32 vectors")
+			default:
+				return p.fault(fmt.Sprintf("write to port %#x", io.Port))
+			}
+		case kvm.ExitKicked, kvm.ExitIntr:
+		case kvm.ExitShutdown:
+			return p.fault("triple fault")
+		default:
+			return p.fault(fmt.Sprintf("unexpected exit %v", r))
+		}
+	}
+}
+
+// setup puts the vCPU in long mode at CPL3 at the program's entry.
+func (p *Partition) setup(v *kvm.VCPU) error {
+	cpuid, err := p.sys.SupportedCPUID()
+	if err != nil {
+		return err
+	}
+	if err := v.SetCPUID(cpuid); err != nil {
+		return err
+	}
+	s, err := v.Sregs()
+	if err != nil {
+		return err
+	}
+	code := kvm.Segment{Limit: 0xFFFFFFFF, Selector: selUserCode, Type: 0xB, Present: 1, DPL: 3, S: 1, L: 1, G: 1}
+	data := kvm.Segment{Limit: 0xFFFFFFFF, Selector: selUserData, Type: 0x3, Present: 1, DPL: 3, S: 1, DB: 1, G: 1}
+	s.CS, s.SS, s.DS, s.ES, s.FS, s.GS = code, data, data, data, data, data
+	s.TR = kvm.Segment{Base: tssAddr, Limit: 0x67, Selector: selTSS, Type: 0xB, Present: 1}
+	s.LDT = kvm.Segment{Unusable: 1}
+	s.GDT = kvm.DTable{Base: gdtAddr, Limit: selTSS + 16 - 1}
+	s.IDT = kvm.DTable{Base: idtAddr, Limit: 256*16 - 1}
+	s.CR0 = 0x80010033 // PG, WP, NE, ET, MP, PE
+	s.CR3 = pml4Addr
+	s.CR4 = 0x620  // OSXMMEXCPT, OSFXSR, PAE
+	s.EFER = 0xD01 // NXE, LMA, LME, SCE
+	if err := v.SetSregs(s); err != nil {
+		return err
+	}
+	p.userSregs = s
+	const (
+		msrSTAR   = 0xC0000081
+		msrLSTAR  = 0xC0000082
+		msrFMASK  = 0xC0000084
+		msrFSBase = 0xC0000100
+	)
+	if err := v.SetMSRs([]kvm.MSR{
+		{Index: msrSTAR, Data: uint64(selKernelCode)<<32 | uint64(selUser32Code)<<48},
+		{Index: msrLSTAR, Data: stubAddr},
+		{Index: msrFMASK, Data: 0x47700}, // TF, IF, DF, IOPL, NT, AC
+	}); err != nil {
+		return err
+	}
+	fpu := kvm.FPU{FCW: 0x37F, MXCSR: 0x1F80}
+	if err := v.SetFPU(fpu); err != nil {
+		return err
+	}
+	return v.SetRegs(kvm.Regs{RIP: p.entry, RSP: p.rsp, RFLAGS: 0x2})
+}
+
+// returnToUser resumes the program after a system call: at the
+// instruction after its syscall (RCX), with its flags (R11) and its
+// segments, as sysret would.
+func (p *Partition) returnToUser(v *kvm.VCPU, r *kvm.Regs) error {
+	r.RIP = r.RCX
+	r.RFLAGS = r.R11&^0x47700 | 0x2 // no TF, IF, DF, IOPL, NT, AC from the program
+	if err := v.SetRegs(*r); err != nil {
+		return err
+	}
+	// The program's segments are the ones it started with, but for the
+	// FS base: no need to read them back.
+	s := p.userSregs
+	s.FS.Base = p.fsBase
+	return v.SetSregs(s)
+}
+
+// trap handles an exception taken from the program: a #GP at the
+// syscall landing is a system call; anything else stops the partition
+// with a report.
+func (p *Partition) trap(v *kvm.VCPU, vector uint8) (Exit, bool) {
+	r, err := v.Regs()
+	if err != nil {
+		return Exit{Message: fmt.Sprintf("%s; registers unreadable: %v", vectorName(vector), err)}, true
+	}
+	mem := p.mem.Bytes()
+	frame := r.RSP
+	if frame < kstackTop-48 || frame > kstackTop-40 {
+		return p.fault(fmt.Sprintf("%s with a broken exception frame (rsp %#x)", vectorName(vector), frame)), true
+	}
+	le := binary.LittleEndian
+	var code uint64
+	if hasErrorCode(vector) {
+		code = le.Uint64(mem[frame:])
+		frame += 8
+	}
+	rip, cs, rflags, rsp := le.Uint64(mem[frame:]), le.Uint64(mem[frame+8:]), le.Uint64(mem[frame+16:]), le.Uint64(mem[frame+24:])
+	if vector == 13 && rip == stubAddr && cs&3 == 3 && code == 0 {
+		r.RSP = rsp
+		return p.syscall(v, &r)
+	}
+	s, _ := v.Sregs()
+	msg := fmt.Sprintf("%s at rip %#x (cs %#x)", vectorName(vector), rip, cs)
+	switch vector {
+	case 14:
+		msg += fmt.Sprintf(", address %#x, error %#x", s.CR2, code)
+	case 13:
+		msg += fmt.Sprintf(", error %#x", code)
+	}
+	r.RIP, r.RSP, r.RFLAGS = rip, rsp, rflags
+	return Exit{Message: "program fault: " + msg, Report: p.report(r)}, true
+}
+
+// fault stops the partition on something the program should not do.
+func (p *Partition) fault(what string) Exit {
+	r, _ := p.vcpu.Regs()
+	return Exit{Message: "program fault: " + what, Report: p.report(r)}
+}
+
+// report describes the program's registers and its last system calls.
+func (p *Partition) report(r kvm.Regs) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "rip %#x rsp %#x rflags %#x\n", r.RIP, r.RSP, r.RFLAGS)
+	fmt.Fprintf(&b, "rax %#x rbx %#x rcx %#x rdx %#x rsi %#x rdi %#x rbp %#x\n", r.RAX, r.RBX, r.RCX, r.RDX, r.RSI, r.RDI, r.RBP)
+	fmt.Fprintf(&b, "r8 %#x r9 %#x r10 %#x r11 %#x r12 %#x r13 %#x r14 %#x r15 %#x\n", r.R8, r.R9, r.R10, r.R11, r.R12, r.R13, r.R14, r.R15)
+	b.WriteString("last system calls:")
+	n := min(p.nhist, len(p.history))
+	for i := p.nhist - n; i < p.nhist; i++ {
+		fmt.Fprintf(&b, " %d", p.history[i%len(p.history)])
+	}
+	return b.String()
+}
+
+// ENOSYSCounts returns how often each unserved system call was made.
+func (p *Partition) ENOSYSCounts() map[uint64]uint64 {
+	m := map[uint64]uint64{}
+	p.enosys.Range(func(k, v any) bool {
+		m[k.(uint64)] = v.(*atomic.Uint64).Load()
+		return true
+	})
+	return m
+}
+
+// Close releases the VM and the memory.
+func (p *Partition) Close() error {
+	var errs []error
+	if p.vm != nil {
+		errs = append(errs, p.vm.Close())
+	}
+	if p.sys != nil {
+		errs = append(errs, p.sys.Close())
+	}
+	if p.mem != nil {
+		errs = append(errs, p.mem.Close())
+	}
+	return errors.Join(errs...)
+}

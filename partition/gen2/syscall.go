@@ -1,0 +1,294 @@
+package gen2
+
+import (
+	"crypto/rand"
+	"encoding/binary"
+	"fmt"
+	"sync/atomic"
+	"time"
+
+	"github.com/partita-hv/partita/partition/kvm"
+)
+
+// Linux errno values the shim returns (negated in RAX).
+const (
+	eBADF   = 9
+	eNOMEM  = 12
+	eFAULT  = 14
+	eINVAL  = 22
+	eNOSYS  = 38
+	maxIO   = 1 << 20 // one read, write or getrandom moves at most this
+	maxWait = 10 * time.Second
+)
+
+// Linux x86-64 system call numbers the shim serves.
+const (
+	sysRead          = 0
+	sysWrite         = 1
+	sysMmap          = 9
+	sysMprotect      = 10
+	sysMunmap        = 11
+	sysBrk           = 12
+	sysRtSigaction   = 13
+	sysRtSigprocmask = 14
+	sysSchedYield    = 24
+	sysMadvise       = 28
+	sysNanosleep     = 35
+	sysGetpid        = 39
+	sysExit          = 60
+	sysUname         = 63
+	sysGetuid        = 102
+	sysGetgid        = 104
+	sysGeteuid       = 107
+	sysGetegid       = 108
+	sysGetppid       = 110
+	sysSigaltstack   = 131
+	sysArchPrctl     = 158
+	sysGettid        = 186
+	sysSetTidAddress = 218
+	sysClockGettime  = 228
+	sysExitGroup     = 231
+	sysGetrandom     = 318
+)
+
+var bootTime = time.Now()
+
+// user returns the program's memory at [addr, addr+n), or false if any of
+// it is outside the program's part of guest memory.
+func (p *Partition) user(addr, n uint64) ([]byte, bool) {
+	size := p.cfg.Memory
+	if addr < userBase || addr > size || n > size-addr {
+		return nil, false
+	}
+	return p.mem.Bytes()[addr : addr+n], true
+}
+
+// syscall serves the system call the vCPU stopped on (r holds the
+// program's registers, its stack pointer included) and returns to the
+// program. done is true when the program has exited (or must stop).
+func (p *Partition) syscall(v *kvm.VCPU, r *kvm.Regs) (Exit, bool) {
+	nr := r.RAX
+	p.history[p.nhist%len(p.history)] = nr
+	p.nhist++
+	p.calls.Add(1)
+	ret, exit := p.serve(nr, r.RDI, r.RSI, r.RDX, r.R10, r.R8)
+	if exit != nil {
+		return *exit, true
+	}
+	r.RAX = uint64(ret)
+	if err := p.returnToUser(v, r); err != nil {
+		return Exit{Message: fmt.Sprintf("return to the program: %v", err)}, true
+	}
+	return Exit{}, false
+}
+
+// serve carries out one system call with the program's arguments, all of
+// them untrusted; it returns the result (a negated errno on failure), or
+// the partition's end.
+func (p *Partition) serve(nr, a0, a1, a2, a3, a4 uint64) (int64, *Exit) {
+	ret := int64(0)
+	switch nr {
+	case sysWrite:
+		if a0 != 1 && a0 != 2 {
+			ret = -eBADF
+			break
+		}
+		n := min(a2, maxIO)
+		b, ok := p.user(a1, n)
+		if !ok {
+			ret = -eFAULT
+			break
+		}
+		p.cfg.Console.Write(b)
+		ret = int64(n)
+	case sysRead:
+		if a0 != 0 {
+			ret = -eBADF
+		} // fd 0: end of input (no console input yet)
+	case sysExit, sysExitGroup:
+		return 0, &Exit{Clean: true, Code: int(int32(a0)), Message: fmt.Sprintf("program exited with status %d", int32(a0))}
+	case sysBrk:
+		if a0 >= p.brkStart && a0 <= p.mmapTop && a0 >= p.brk {
+			clear(p.mem.Bytes()[p.brk:a0])
+			p.brk = a0
+			p.mmapFloor = max(p.mmapFloor, (a0+0xFFF)&^0xFFF)
+		} else if a0 >= p.brkStart && a0 < p.brk {
+			p.brk = a0
+		}
+		ret = int64(p.brk)
+	case sysMmap:
+		ret = p.mmap(a0, a1, a2, a3, a4)
+	case sysMunmap, sysMprotect, sysMadvise:
+		// Memory is mapped whole and never given back in this version;
+		// the range must still be the program's.
+		if _, ok := p.user(a0, a1); !ok || a0%4096 != 0 {
+			ret = -eINVAL
+		}
+	case sysArchPrctl:
+		ret = p.archPrctl(a0, a1)
+	case sysSetTidAddress, sysGetpid, sysGettid:
+		ret = 1
+	case sysGetppid, sysGetuid, sysGetgid, sysGeteuid, sysGetegid:
+		ret = 0
+	case sysSchedYield:
+	case sysRtSigaction, sysRtSigprocmask, sysSigaltstack:
+		ret = p.signals(nr, a1, a2, a3)
+	case sysClockGettime:
+		ret = p.clockGettime(a0, a1)
+	case sysNanosleep:
+		ret = p.nanosleep(a0)
+	case sysGetrandom:
+		b, ok := p.user(a0, min(a1, maxIO))
+		if !ok {
+			ret = -eFAULT
+			break
+		}
+		rand.Read(b)
+		ret = int64(len(b))
+	case sysUname:
+		b, ok := p.user(a0, 6*65)
+		if !ok {
+			ret = -eFAULT
+			break
+		}
+		clear(b)
+		for i, f := range []string{"Partita", p.cfg.Name, "6.1.0-partita", "#1", "x86_64", "(none)"} {
+			copy(b[65*i:65*i+64], f)
+		}
+	default:
+		c, _ := p.enosys.LoadOrStore(nr, new(atomic.Uint64))
+		c.(*atomic.Uint64).Add(1)
+		ret = -eNOSYS
+	}
+	return ret, nil
+}
+
+// mmap serves anonymous private mappings, taken downwards from below the
+// stack and zeroed.
+func (p *Partition) mmap(addr, length, prot, flags, fd uint64) int64 {
+	const (
+		mapPrivate   = 0x02
+		mapFixed     = 0x10
+		mapAnonymous = 0x20
+	)
+	if flags&mapAnonymous == 0 || int64(fd) != -1 && fd != 0xFFFFFFFF {
+		return -eNOSYS // no files in a partition
+	}
+	if length == 0 || length > p.cfg.Memory {
+		return -eINVAL
+	}
+	length = (length + 0xFFF) &^ 0xFFF
+	if flags&mapFixed != 0 {
+		// Taken only inside what the program already has.
+		_, ok := p.user(addr, length)
+		inMmap := addr >= p.mmapTop && addr+length <= p.cfg.Memory-stackSize
+		inBrk := addr >= p.brkStart && addr+length <= p.brk
+		if !ok || addr%4096 != 0 || !inMmap && !inBrk {
+			return -eINVAL
+		}
+		clear(p.mem.Bytes()[addr : addr+length])
+		return int64(addr)
+	}
+	if p.mmapTop < p.mmapFloor || length > p.mmapTop-p.mmapFloor {
+		return -eNOMEM
+	}
+	p.mmapTop -= length
+	clear(p.mem.Bytes()[p.mmapTop : p.mmapTop+length])
+	return int64(p.mmapTop)
+}
+
+// archPrctl sets and reads the FS base (thread-local storage).
+func (p *Partition) archPrctl(code, addr uint64) int64 {
+	const (
+		archSetFS = 0x1002
+		archGetFS = 0x1003
+	)
+	switch code {
+	case archSetFS:
+		if addr >= 1<<47 {
+			return -eFAULT // not canonical
+		}
+		p.fsBase = addr
+		return 0
+	case archGetFS:
+		b, ok := p.user(addr, 8)
+		if !ok {
+			return -eFAULT
+		}
+		binary.LittleEndian.PutUint64(b, p.fsBase)
+		return 0
+	}
+	return -eINVAL
+}
+
+// signals records signal dispositions and masks without delivering
+// signals: the old values read back as none set.
+func (p *Partition) signals(nr, a1, a2, a3 uint64) int64 {
+	var old uint64
+	var size uint64
+	switch nr {
+	case sysRtSigaction:
+		old, size = a2, 32
+	case sysRtSigprocmask:
+		old, size = a2, 8
+	case sysSigaltstack:
+		old, size = a1, 24
+	}
+	if old != 0 {
+		b, ok := p.user(old, size)
+		if !ok {
+			return -eFAULT
+		}
+		clear(b)
+		if nr == sysSigaltstack {
+			binary.LittleEndian.PutUint32(b[8:], 2) // SS_DISABLE
+		}
+	}
+	_ = a3
+	return 0
+}
+
+// clockGettime serves the realtime and monotonic clocks.
+func (p *Partition) clockGettime(clock, addr uint64) int64 {
+	b, ok := p.user(addr, 16)
+	if !ok {
+		return -eFAULT
+	}
+	var ns int64
+	switch clock {
+	case 0: // CLOCK_REALTIME
+		ns = time.Now().UnixNano()
+	case 1, 4, 7: // CLOCK_MONOTONIC, _RAW, _BOOTTIME
+		ns = int64(time.Since(bootTime))
+	default:
+		return -eINVAL
+	}
+	binary.LittleEndian.PutUint64(b, uint64(ns/1e9))
+	binary.LittleEndian.PutUint64(b[8:], uint64(ns%1e9))
+	return 0
+}
+
+// nanosleep sleeps for at most maxWait at a time.
+func (p *Partition) nanosleep(req uint64) int64 {
+	b, ok := p.user(req, 16)
+	if !ok {
+		return -eFAULT
+	}
+	sec, nsec := int64(binary.LittleEndian.Uint64(b)), int64(binary.LittleEndian.Uint64(b[8:]))
+	if sec < 0 || nsec < 0 || nsec >= 1e9 {
+		return -eINVAL
+	}
+	d := time.Duration(sec)*time.Second + time.Duration(nsec)
+	if sec > int64(maxWait/time.Second) {
+		d = maxWait
+	}
+	time.Sleep(d)
+	return 0
+}
+
+// randomBytes returns n random bytes (AT_RANDOM).
+func randomBytes(n int) []byte {
+	b := make([]byte, n)
+	rand.Read(b)
+	return b
+}
