@@ -191,8 +191,8 @@ func (s *Service) planChange(p *partition, req uint16) (plan, error) {
 // partitions cannot run yet, and a disk image runs in one partition at a
 // time (two writers would corrupt it).
 func (s *Service) admit(p *partition) error {
-	if p.def.Generation == 2 {
-		return fault(wmiapi.CodeNotSupported, "partition %s is Generation 2: its worker (ELF loader, guest shim, SynIC) is not built yet", p.def.Name)
+	if p.def.Generation == 2 && p.def.Guest == "" {
+		return fault(wmiapi.CodeNotSupported, "partition %s is Generation 2 without a GuestFile: the default guest (hvguest) is not built yet", p.def.Name)
 	}
 	for _, o := range s.byID {
 		if o == p || o.state == wmiapi.StateOff {

@@ -87,6 +87,9 @@ func (l limits) check(d *Definition) error {
 	if d.MemoryMB > l.hostMemoryMB {
 		return invalid("memory %d MiB is more than the host has (%d MiB)", d.MemoryMB, l.hostMemoryMB)
 	}
+	if d.Generation == 2 && (d.MemoryMB < 4 || d.MemoryMB%2 != 0 || d.MemoryMB > 4096) {
+		return invalid("memory %d MiB: a Generation 2 partition takes 4 to 4096 MiB in whole 2 MiB pages", d.MemoryMB)
+	}
 	if d.Generation == 1 && d.MemoryMB > maxGen1MemoryMB {
 		return invalid("memory %d MiB: a Generation 1 partition has at most %d MiB", d.MemoryMB, maxGen1MemoryMB)
 	}

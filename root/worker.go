@@ -158,12 +158,15 @@ func (w *worker) start(ctx context.Context, d *Definition) error {
 	for i, disk := range d.Disks {
 		disks[i] = disk.Path
 	}
-	_, err = w.request(ctx, &control.Message{Type: control.TypeStart, Start: &control.Start{
-		Name: d.Name, ID: d.ID, Generation: d.Generation, Firmware: d.Firmware, Disks: disks,
+	reply, err := w.request(ctx, &control.Message{Type: control.TypeStart, Start: &control.Start{
+		Name: d.Name, ID: d.ID, Generation: d.Generation, Firmware: d.Firmware, Program: d.Guest, Disks: disks,
 		MemoryBytes: d.MemoryMB << 20, Processors: d.Processors}}, mem.File())
 	if err != nil {
 		w.kill()
 		<-w.done
+		if reply != nil {
+			return err // the worker's own reason for refusing
+		}
 		if w.exit.crash || w.exit.stopped != nil {
 			reason := w.exit.reason
 			if last := w.stderr.last(); last != "" {

@@ -266,8 +266,9 @@ func TestEndToEnd(t *testing.T) {
 	}
 	h.fails(1, args("console", "web1"), "web1 is Off")
 
-	// A Generation 2 partition cannot run yet: refused at once.
-	h.fails(1, args("start-vm", "g2"), "not_supported")
+	// A Generation 2 partition whose guest is no static executable: the
+	// worker's reason reaches the user.
+	h.fails(1, args("start-vm", "g2"), "not a static x86-64 executable")
 
 	// A state change whose job ends in Exception (a ROM the worker
 	// refuses) exits 1 with the job's description; get-job shows that

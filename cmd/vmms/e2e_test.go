@@ -488,3 +488,41 @@ func (v *vmms) consoleText(name string) string {
 	b, _ := io.ReadAll(resp.Body)
 	return string(b)
 }
+
+// TestGen2ProgramThroughTheAPI: a Generation 2 partition running a static
+// program starts through the API, its output reaches the console
+// endpoint, pause is refused with a reason, and it turns off.
+func TestGen2ProgramThroughTheAPI(t *testing.T) {
+	requireKVM(t)
+	v := startVMMS(t, t.TempDir())
+	prog := testguest.Gen2Program(t, t.TempDir())
+	name := unique("gen2")
+	var res wmiapi.DefineSystemResult
+	if status := v.call("POST", wmiapi.Prefix+"/Msvm_VirtualSystemManagementService/DefineSystem", wmiapi.DefineSystemRequest{
+		SystemSettings:   wmiapi.VirtualSystemSettingData{ElementName: name, VirtualSystemSubType: wmiapi.SubTypeGen2, GuestFile: prog},
+		ResourceSettings: []wmiapi.ResourceSettingData{{ResourceType: wmiapi.ResourceMemory, VirtualQuantity: 16}}}, &res); status != 201 {
+		t.Fatalf("define: %d", status)
+	}
+	if j := v.change(name, wmiapi.RequestRunning); j.JobState != wmiapi.JobCompleted {
+		t.Fatalf("start: %+v", j)
+	}
+	if cs := v.system(name); cs.EnabledState != wmiapi.StateRunning || cs.Generation != 2 || cs.ProcessID == 0 {
+		t.Fatalf("after start: %+v", cs)
+	}
+	v.waitConsole(name, 20*time.Second, testguest.Gen2Banner, "...")
+	if j := v.change(name, wmiapi.RequestPaused); j.JobState != wmiapi.JobException || !strings.Contains(j.ErrorDescription, "not supported for Generation 2") {
+		t.Fatalf("pause: %+v", j)
+	}
+	if cs := v.system(name); cs.EnabledState != wmiapi.StateRunning {
+		t.Fatalf("after the refused pause: %+v", cs)
+	}
+	if m := v.scrape(); !strings.Contains(m, `partita_vcpu_exits_total{partition="`+name+`",reason="syscall"}`) {
+		t.Errorf("no system-call count in the scrape")
+	}
+	if j := v.change(name, wmiapi.RequestOff); j.JobState != wmiapi.JobCompleted {
+		t.Fatalf("turn off: %+v", j)
+	}
+	if cs := v.system(name); cs.EnabledState != wmiapi.StateOff || cs.LastStopReason != "turned off" {
+		t.Fatalf("after turn off: %+v", cs)
+	}
+}

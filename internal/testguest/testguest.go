@@ -103,3 +103,20 @@ func AssembleFile(t testing.TB, src, text string) []byte {
 	}
 	return b
 }
+
+// Gen2Banner is what the Generation 2 test program prints first.
+const Gen2Banner = "GEN2-GUEST-READY-9c1e"
+
+// Gen2Program builds testdata/gen2.S as a static x86-64 executable in dir
+// and returns its path.
+func Gen2Program(t testing.TB, dir string) string {
+	t.Helper()
+	as, ld := testenv.RequireTool(t, "as"), testenv.RequireTool(t, "ld")
+	obj, bin := filepath.Join(t.TempDir(), "gen2.o"), filepath.Join(dir, "gen2")
+	for _, cmd := range [][]string{{as, "--64", "-o", obj, source("gen2")}, {ld, "-static", "-o", bin, obj}} {
+		if out, err := exec.Command(cmd[0], cmd[1:]...).CombinedOutput(); err != nil {
+			t.Fatalf("%v: %v\n%s", cmd, err, out)
+		}
+	}
+	return bin
+}

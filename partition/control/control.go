@@ -66,7 +66,8 @@ type Start struct {
 	Name        string   `json:"name"`
 	ID          string   `json:"id"`
 	Generation  int      `json:"generation"`
-	Firmware    string   `json:"firmware"`
+	Firmware    string   `json:"firmware,omitempty"` // Generation 1
+	Program     string   `json:"program,omitempty"`  // Generation 2: a static executable
 	Disks       []string `json:"disks,omitempty"`
 	MemoryBytes uint64   `json:"memory_bytes"`
 	Processors  int      `json:"processors"`

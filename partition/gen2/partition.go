@@ -27,6 +27,10 @@ type Config struct {
 	Memory  uint64    // bytes, whole 2 MiB pages, 4 MiB to 4 GiB
 	Console io.Writer // what the program writes to fds 1 and 2
 	Logger  hclog.Logger
+
+	// GuestMemory, if set, is the partition's memory (the root's memfd);
+	// its size must be Memory. New takes ownership whatever the outcome.
+	GuestMemory *memory.Memory
 }
 
 // Exit says how the partition ended.
@@ -58,6 +62,10 @@ type Partition struct {
 
 	enosys sync.Map // syscall number -> *atomic.Uint64
 	calls  atomic.Uint64
+
+	stopMu  sync.Mutex
+	stopped bool   // Stop was called; guarded by stopMu
+	why     string // Stop's reason
 }
 
 // stackSize is what the program's initial stack may use below the top of
@@ -72,26 +80,39 @@ func New(cfg Config) (*Partition, error) {
 	if cfg.Console == nil {
 		cfg.Console = io.Discard
 	}
+	if cfg.GuestMemory != nil && cfg.GuestMemory.Size() != cfg.Memory {
+		cfg.GuestMemory.Close()
+		return nil, fmt.Errorf("gen2: guest memory holds %d bytes, the partition %d", cfg.GuestMemory.Size(), cfg.Memory)
+	}
 	img, err := os.ReadFile(cfg.Program)
 	if err != nil {
+		if cfg.GuestMemory != nil {
+			cfg.GuestMemory.Close()
+		}
 		return nil, fmt.Errorf("gen2: program: %w", err)
 	}
 	if cfg.Memory < 2*largePage || cfg.Memory%largePage != 0 || cfg.Memory > maxMemory {
+		if cfg.GuestMemory != nil {
+			cfg.GuestMemory.Close()
+		}
 		return nil, fmt.Errorf("gen2: memory %#x bytes: want 4 MiB to 4 GiB in whole 2 MiB pages", cfg.Memory)
 	}
+	p := &Partition{cfg: cfg, log: cfg.Logger.Named("gen2").With("partition", cfg.Name), mem: cfg.GuestMemory}
 	x, err := elf.Parse(img, userBase, cfg.Memory-stackSize)
 	if err != nil {
+		p.Close()
 		return nil, err
 	}
-	p := &Partition{cfg: cfg, log: cfg.Logger.Named("gen2").With("partition", cfg.Name)}
 	ok := false
 	defer func() {
 		if !ok {
 			p.Close()
 		}
 	}()
-	if p.mem, err = memory.New(cfg.Name, cfg.Memory); err != nil {
-		return nil, err
+	if p.mem == nil {
+		if p.mem, err = memory.New(cfg.Name, cfg.Memory); err != nil {
+			return nil, err
+		}
 	}
 	mem := p.mem.Bytes()
 	if err := buildKernelArea(mem); err != nil {
@@ -185,11 +206,22 @@ func (p *Partition) buildStack(x *elf.Executable) (uint64, error) {
 func (p *Partition) Run() Exit {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
+	defer func() {
+		p.stopMu.Lock()
+		p.vcpu = nil // Stop kicks no more
+		p.stopMu.Unlock()
+	}()
 	v, err := p.vm.CreateVCPU(0)
 	if err != nil {
 		return Exit{Message: fmt.Sprintf("create vCPU: %v", err)}
 	}
+	p.stopMu.Lock()
 	p.vcpu = v
+	stopped := p.stopped
+	p.stopMu.Unlock()
+	if stopped {
+		return Exit{Message: p.why}
+	}
 	if err := p.setup(v); err != nil {
 		return Exit{Message: fmt.Sprintf("set up the vCPU: %v", err)}
 	}
@@ -215,6 +247,12 @@ func (p *Partition) Run() Exit {
 				return p.fault(fmt.Sprintf("write to port %#x", io.Port))
 			}
 		case kvm.ExitKicked, kvm.ExitIntr:
+			p.stopMu.Lock()
+			stopped, why := p.stopped, p.why
+			p.stopMu.Unlock()
+			if stopped {
+				return Exit{Message: why}
+			}
 		case kvm.ExitShutdown:
 			return p.fault("triple fault")
 		default:
@@ -342,6 +380,22 @@ func (p *Partition) report(r kvm.Regs) string {
 	}
 	return b.String()
 }
+
+// Stop makes Run return with reason (the first reason wins).
+func (p *Partition) Stop(reason string) {
+	p.stopMu.Lock()
+	defer p.stopMu.Unlock()
+	if p.stopped {
+		return
+	}
+	p.stopped, p.why = true, reason
+	if p.vcpu != nil {
+		p.vcpu.Kick()
+	}
+}
+
+// Syscalls is how many system calls the program has made.
+func (p *Partition) Syscalls() uint64 { return p.calls.Load() }
 
 // ENOSYSCounts returns how often each unserved system call was made.
 func (p *Partition) ENOSYSCounts() map[uint64]uint64 {

@@ -89,7 +89,7 @@ func runControlled(fd int, label string, nameErr error) int {
 
 // start waits for the start request, builds and starts the partition, and
 // replies.
-func (c *controller) start() (*worker.Partition, error) {
+func (c *controller) start() (running, error) {
 	m, files, err := c.conn.Recv()
 	if errors.Is(err, control.ErrClosed) {
 		return nil, errDismissed
@@ -97,7 +97,7 @@ func (c *controller) start() (*worker.Partition, error) {
 	if err != nil {
 		return nil, fmt.Errorf("waiting for the start request: %w", err)
 	}
-	fail := func(err error) (*worker.Partition, error) {
+	fail := func(err error) (running, error) {
 		if sendErr := c.reply(m.Seq, err); sendErr != nil {
 			c.log.Error("cannot reply to the start request", "error", sendErr)
 		}
@@ -108,9 +108,9 @@ func (c *controller) start() (*worker.Partition, error) {
 		return fail(fmt.Errorf("first request is %q, want %q", m.Type, control.TypeStart))
 	}
 	st := m.Start // Recv validated it: set, with exactly one descriptor
-	if st.Generation != 1 {
+	if st.Generation != 1 && st.Generation != 2 {
 		closeAll(files)
-		return fail(fmt.Errorf("generation %d: this worker runs Generation 1 partitions only", st.Generation))
+		return fail(fmt.Errorf("generation %d: want 1 or 2", st.Generation))
 	}
 	c.log = c.log.With("name", st.Name, "id", st.ID)
 	if c.spare {
@@ -125,6 +125,24 @@ func (c *controller) start() (*worker.Partition, error) {
 	mem, err := memory.Open(files[0], st.MemoryBytes) // owns the file from here
 	if err != nil {
 		return fail(fmt.Errorf("guest memory: %w", err))
+	}
+	if st.Generation == 2 {
+		// A Generation 2 VM has no PC platform: the prepared one goes.
+		c.prepared.Close()
+		c.prepared = nil
+		g, err := startGen2(st, mem, c.log) // owns mem
+		if err != nil {
+			return fail(err)
+		}
+		c.memoryBytes = st.MemoryBytes
+		if err := c.reply(m.Seq, nil); err != nil {
+			g.Stop(worker.StopReason{Message: ReasonRootGone})
+			g.Wait()
+			g.Close()
+			return nil, fmt.Errorf("reply to the start request: %w", err)
+		}
+		c.log.Info("partition started", "generation", 2, "program", st.Program, "memory_bytes", st.MemoryBytes)
+		return g, nil
 	}
 	p, err := worker.New(worker.Config{
 		Name:        st.Name,
@@ -151,12 +169,12 @@ func (c *controller) start() (*worker.Partition, error) {
 		return nil, fmt.Errorf("reply to the start request: %w", err)
 	}
 	c.log.Info("partition started", "firmware", st.Firmware, "disks", st.Disks, "memory_bytes", st.MemoryBytes, "processors", st.Processors)
-	return p, nil
+	return gen1{p}, nil
 }
 
 // serve answers requests until the partition stops, then flushes and
 // reports the stop. It returns the exit code.
-func (c *controller) serve(p *worker.Partition) int {
+func (c *controller) serve(p running) int {
 	reqs := make(chan request)
 	quit := make(chan struct{})
 	rootGone := make(chan struct{})
@@ -214,7 +232,7 @@ wait:
 // socket reaches end of file or fails, the root is gone: it stops the
 // partition and closes rootGone. Malformed records are counted, logged
 // and skipped.
-func (c *controller) receive(p *worker.Partition, reqs chan<- request, quit <-chan struct{}, rootGone chan<- struct{}) {
+func (c *controller) receive(p running, reqs chan<- request, quit <-chan struct{}, rootGone chan<- struct{}) {
 	for {
 		m, files, err := c.conn.Recv()
 		select {
@@ -244,7 +262,7 @@ func (c *controller) receive(p *worker.Partition, reqs chan<- request, quit <-ch
 }
 
 // handle answers one request.
-func (c *controller) handle(p *worker.Partition, r request) {
+func (c *controller) handle(p running, r request) {
 	closeAll(r.files) // only a start request carries one
 	m := r.m
 	reply := &control.Message{Type: control.TypeReply, Seq: m.Seq}
@@ -276,18 +294,10 @@ func (c *controller) handle(p *worker.Partition, r request) {
 }
 
 // stats are the counters for a stats reply.
-func (c *controller) stats(p *worker.Partition) *control.Stats {
-	exits := make(map[string]uint64)
-	for r, n := range p.Exits() {
-		exits[r.String()] += n
-	}
-	pio := p.PIOStats()
-	return &control.Stats{
-		Exits:       exits,
-		UnmappedIO:  pio.UnhandledReads + pio.UnhandledWrites,
-		Paused:      p.Paused(),
-		MemoryBytes: c.memoryBytes,
-	}
+func (c *controller) stats(p running) *control.Stats {
+	s := p.Stats()
+	s.MemoryBytes = c.memoryBytes
+	return s
 }
 
 // skip counts a record it ignores, logging the first few and then one in

@@ -432,7 +432,9 @@ func TestControlledBadStart(t *testing.T) {
 	}{
 		{"memfd too small", control.Start{Generation: 1, Firmware: hello, MemoryBytes: 16 << 20}, 8 << 20, "guest memory"},
 		{"no firmware", control.Start{Generation: 1, Firmware: "/nonexistent", MemoryBytes: 16 << 20}, 16 << 20, "firmware"},
-		{"generation 2", control.Start{Generation: 2, Firmware: hello, MemoryBytes: 16 << 20}, 16 << 20, "Generation 1"},
+		{"generation 2 without a program", control.Start{Generation: 2, MemoryBytes: 16 << 20}, 16 << 20, "program"},
+		{"generation 2 given a ROM", control.Start{Generation: 2, Program: hello, MemoryBytes: 16 << 20}, 16 << 20, "not a static x86-64 executable"},
+		{"generation 3", control.Start{Generation: 3, Firmware: hello, MemoryBytes: 16 << 20}, 16 << 20, "want 1 or 2"},
 		{"too many processors", control.Start{Generation: 1, Firmware: hello, MemoryBytes: 16 << 20, Processors: 1000}, 16 << 20, "processors"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
