@@ -12,9 +12,8 @@ import (
 
 // FuzzServe throws system calls with arbitrary numbers and arguments at
 // the shim, on real guest memory (no VM needed): nothing panics, nothing
-// outside the program's memory is touched (memory.Memory's bounds), and
-// the program break and mapping pointers stay inside the program's part
-// of memory.
+// outside the partition's memory is touched, and the program's ranges
+// stay inside its part of the address space.
 func FuzzServe(f *testing.F) {
 	seeds, _ := filepath.Glob("testdata/fuzz/*.bin")
 	for _, s := range seeds {
@@ -31,8 +30,16 @@ func FuzzServe(f *testing.F) {
 	}
 	defer mem.Close()
 	f.Fuzz(func(t *testing.T, b []byte) {
-		p := &Partition{cfg: Config{Name: "fuzz", Memory: size, Console: io.Discard}, mem: mem,
-			brkStart: userBase + 0x10000, brk: userBase + 0x10000, mmapFloor: userBase + 0x10000, mmapTop: size - stackSize}
+		if err := buildKernelArea(mem.Bytes()); err != nil {
+			t.Fatal(err)
+		}
+		as, err := newAddressSpace(mem.Bytes())
+		if err != nil {
+			t.Fatal(err)
+		}
+		as.add(0x400000, 0x402000, protRead|protWrite)
+		p := &Partition{cfg: Config{Name: "fuzz", Memory: size, Console: io.Discard}, mem: mem, as: as,
+			brkStart: 0x402000, brk: 0x402000}
 		for len(b) >= 48 {
 			var a [6]uint64
 			for i := range a {
@@ -46,8 +53,13 @@ func FuzzServe(f *testing.F) {
 			if _, exit := p.serve(nr, a[1], a[2], a[3], a[4], a[5]); exit != nil {
 				return
 			}
-			if p.brk < p.brkStart || p.brk > size || p.mmapTop > size-stackSize || p.mmapTop < userBase {
-				t.Fatalf("after %d: brk %#x mmapTop %#x", nr, p.brk, p.mmapTop)
+			if p.brk < p.brkStart || p.brk >= mmapBase {
+				t.Fatalf("after %d: brk %#x", nr, p.brk)
+			}
+			for _, v := range p.as.vmas {
+				if v.start < userFloor || v.end > userTop || v.start >= v.end {
+					t.Fatalf("after %d: range %#x-%#x", nr, v.start, v.end)
+				}
 			}
 		}
 	})

@@ -68,3 +68,20 @@ func TestProgramFaultsStopThePartition(t *testing.T) {
 		t.Errorf("efault: %+v", exit)
 	}
 }
+
+// TestAddressSpaceBeyondMemory: a program reserves 1 GiB in a 16 MiB
+// partition, commits and touches part of it; the rest stays unusable.
+func TestAddressSpaceBeyondMemory(t *testing.T) {
+	prog := program(t, "vm")
+	exit, _, p := run(t, prog)
+	if !exit.Clean || exit.Code != 0 {
+		t.Fatalf("exit %+v", exit)
+	}
+	if n := p.faults.Load(); n < 16 {
+		t.Errorf("%d pages backed on first touch, want at least the 16 touched", n)
+	}
+	exit, _, _ = run(t, prog, "touch")
+	if exit.Clean || !strings.Contains(exit.Message, "#PF page fault") {
+		t.Fatalf("a PROT_NONE page was usable: %+v", exit)
+	}
+}

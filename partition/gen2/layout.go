@@ -20,7 +20,7 @@ import (
 const (
 	pml4Addr     = 0x1000
 	pdptAddr     = 0x2000
-	pdAddr       = 0x3000 // four page directories: up to 4 GiB
+	pdAddr       = 0x3000 // the page directory of the first GiB
 	gdtAddr      = 0x7000
 	idtAddr      = 0x8000
 	tssAddr      = 0x9000
@@ -73,11 +73,10 @@ func buildKernelArea(mem []byte) error {
 	le := binary.LittleEndian
 	clear(mem[:userBase])
 	le.PutUint64(mem[pml4Addr:], pdptAddr|ptePresent|pteWrite|pteUser)
-	for g := uint64(0); g*(1<<30) < size; g++ {
-		le.PutUint64(mem[pdptAddr+8*g:], (pdAddr+g*0x1000)|ptePresent|pteWrite|pteUser)
-	}
-	// The first 2 MiB in 4 KiB pages, supervisor-only but for the
-	// syscall landing (user, read-only); the rest in 2 MiB user pages.
+	le.PutUint64(mem[pdptAddr:], pdAddr|ptePresent|pteWrite|pteUser)
+	// The first 2 MiB (virtual and physical) in 4 KiB pages,
+	// supervisor-only but for the syscall landing (user, read-only). The
+	// program's pages are mapped by its address space (vm.go).
 	le.PutUint64(mem[pdAddr:], ptAddr|ptePresent|pteWrite|pteUser)
 	for pa := uint64(0); pa < userBase; pa += 4096 {
 		e := pa | ptePresent | pteWrite
@@ -85,9 +84,6 @@ func buildKernelArea(mem []byte) error {
 			e = pa | ptePresent | pteUser
 		}
 		le.PutUint64(mem[ptAddr+8*(pa/4096):], e)
-	}
-	for pa := uint64(userBase); pa < size; pa += largePage {
-		le.PutUint64(mem[pdAddr+8*(pa/largePage):], pa|ptePresent|pteWrite|pteUser|ptePS)
 	}
 
 	gdt := []uint64{

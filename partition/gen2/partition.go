@@ -50,9 +50,8 @@ type Partition struct {
 	mem  *memory.Memory
 	vcpu *kvm.VCPU
 
+	as            *addressSpace
 	brkStart, brk uint64 // the program break
-	mmapTop       uint64 // anonymous mappings are taken downwards from here
-	mmapFloor     uint64 // and may not go below this (the break's limit)
 	fsBase        uint64
 	entry, rsp    uint64    // where the program starts
 	userSregs     kvm.Sregs // the program's segments and control registers
@@ -62,15 +61,15 @@ type Partition struct {
 
 	enosys sync.Map // syscall number -> *atomic.Uint64
 	calls  atomic.Uint64
+	faults atomic.Uint64 // pages backed on first touch
 
 	stopMu  sync.Mutex
 	stopped bool   // Stop was called; guarded by stopMu
 	why     string // Stop's reason
 }
 
-// stackSize is what the program's initial stack may use below the top of
-// memory.
-const stackSize = 1 << 20
+// stackSize is the program's main stack, below userTop.
+const stackSize = 8 << 20
 
 // New loads the program into fresh guest memory and prepares its vCPU.
 func New(cfg Config) (*Partition, error) {
@@ -98,7 +97,7 @@ func New(cfg Config) (*Partition, error) {
 		return nil, fmt.Errorf("gen2: memory %#x bytes: want 4 MiB to 4 GiB in whole 2 MiB pages", cfg.Memory)
 	}
 	p := &Partition{cfg: cfg, log: cfg.Logger.Named("gen2").With("partition", cfg.Name), mem: cfg.GuestMemory}
-	x, err := elf.Parse(img, userBase, cfg.Memory-stackSize)
+	x, err := elf.Parse(img, userFloor, mmapBase)
 	if err != nil {
 		p.Close()
 		return nil, err
@@ -118,15 +117,36 @@ func New(cfg Config) (*Partition, error) {
 	if err := buildKernelArea(mem); err != nil {
 		return nil, err
 	}
+	if p.as, err = newAddressSpace(mem); err != nil {
+		return nil, err
+	}
 	var top uint64
 	for _, s := range x.Segments {
-		copy(mem[s.Vaddr:s.Vaddr+s.Filesz], img[s.Offset:s.Offset+s.Filesz])
-		top = max(top, s.Vaddr+s.Memsz)
+		prot := uint32(0)
+		if s.Flags&4 != 0 {
+			prot |= protRead
+		}
+		if s.Flags&2 != 0 {
+			prot |= protWrite
+		}
+		if s.Flags&1 != 0 {
+			prot |= protExec
+		}
+		start, end := s.Vaddr&^0xFFF, (s.Vaddr+s.Memsz+0xFFF)&^0xFFF
+		if v := p.as.find(start); v != nil {
+			// Two segments share a page: it gets both protections.
+			prot |= v.prot
+			start = v.start
+		}
+		p.as.add(start, end, prot)
+		if err := p.as.load(s.Vaddr, img[s.Offset:s.Offset+s.Filesz]); err != nil {
+			return nil, err
+		}
+		top = max(top, end)
 	}
-	p.brkStart = (top + 0xFFF) &^ 0xFFF
+	p.brkStart = top
 	p.brk = p.brkStart
-	p.mmapTop = cfg.Memory - stackSize
-	p.mmapFloor = p.brkStart
+	p.as.add(userTop-stackSize, userTop, protRead|protWrite)
 	rsp, err := p.buildStack(x)
 	if err != nil {
 		return nil, err
@@ -148,11 +168,13 @@ func New(cfg Config) (*Partition, error) {
 // buildStack lays out argc, argv, envp and the auxiliary vector at the
 // top of memory, as Linux does, and returns the initial stack pointer.
 func (p *Partition) buildStack(x *elf.Executable) (uint64, error) {
-	mem := p.mem.Bytes()
-	sp := p.cfg.Memory
+	sp := uint64(userTop)
+	var err error
 	push := func(b []byte) uint64 {
 		sp -= uint64(len(b))
-		copy(mem[sp:], b)
+		if !p.as.copyOut(sp, b) {
+			err = errors.New("gen2: initial stack out of room")
+		}
 		return sp
 	}
 	str := func(s string) uint64 { return push(append([]byte(s), 0)) }
@@ -194,11 +216,15 @@ func (p *Partition) buildStack(x *elf.Executable) (uint64, error) {
 	if len(words)%2 == 1 {
 		sp -= 8 // keep the stack 16-byte aligned at argc
 	}
-	sp -= uint64(8 * len(words))
+	b := make([]byte, 8*len(words))
 	for i, w := range words {
-		binary.LittleEndian.PutUint64(mem[sp+uint64(8*i):], w)
+		binary.LittleEndian.PutUint64(b[8*i:], w)
 	}
-	return sp, nil
+	sp -= uint64(len(b))
+	if !p.as.copyOut(sp, b) {
+		err = errors.New("gen2: initial stack out of room")
+	}
+	return sp, err
 }
 
 // Run runs the program on its vCPU, on a locked OS thread, until it exits
@@ -314,7 +340,13 @@ func (p *Partition) setup(v *kvm.VCPU) error {
 // segments, as sysret would.
 func (p *Partition) returnToUser(v *kvm.VCPU, r *kvm.Regs) error {
 	r.RIP = r.RCX
-	r.RFLAGS = r.R11&^0x47700 | 0x2 // no TF, IF, DF, IOPL, NT, AC from the program
+	r.RFLAGS = r.R11
+	return p.resume(v, r)
+}
+
+// resume runs the program again at r.RIP with its registers and segments.
+func (p *Partition) resume(v *kvm.VCPU, r *kvm.Regs) error {
+	r.RFLAGS = r.RFLAGS&^0x47700 | 0x2 // no TF, IF, DF, IOPL, NT, AC from the program
 	if err := v.SetRegs(*r); err != nil {
 		return err
 	}
@@ -350,6 +382,16 @@ func (p *Partition) trap(v *kvm.VCPU, vector uint8) (Exit, bool) {
 		return p.syscall(v, &r)
 	}
 	s, _ := v.Sregs()
+	if vector == 14 && cs&3 == 3 && code&1 == 0 && p.as.back(s.CR2, code&2 != 0, code&16 != 0) {
+		// A page the program may use, touched for the first time: it
+		// has a frame now; run the instruction again.
+		p.faults.Add(1)
+		r.RIP, r.RSP, r.RFLAGS = rip, rsp, rflags
+		if err := p.resume(v, &r); err != nil {
+			return Exit{Message: fmt.Sprintf("resume the program: %v", err)}, true
+		}
+		return Exit{}, false
+	}
 	msg := fmt.Sprintf("%s at rip %#x (cs %#x)", vectorName(vector), rip, cs)
 	switch vector {
 	case 14:

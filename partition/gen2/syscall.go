@@ -15,6 +15,8 @@ const (
 	eBADF   = 9
 	eNOMEM  = 12
 	eFAULT  = 14
+	eNOENT  = 2
+	eEXIST  = 17
 	eINVAL  = 22
 	eNOSYS  = 38
 	maxIO   = 1 << 20 // one read, write or getrandom moves at most this
@@ -49,19 +51,12 @@ const (
 	sysClockGettime  = 228
 	sysExitGroup     = 231
 	sysGetrandom     = 318
+	sysFcntl         = 72
+	sysSchedGetaff   = 204
+	sysOpenat        = 257
 )
 
 var bootTime = time.Now()
-
-// user returns the program's memory at [addr, addr+n), or false if any of
-// it is outside the program's part of guest memory.
-func (p *Partition) user(addr, n uint64) ([]byte, bool) {
-	size := p.cfg.Memory
-	if addr < userBase || addr > size || n > size-addr {
-		return nil, false
-	}
-	return p.mem.Bytes()[addr : addr+n], true
-}
 
 // syscall serves the system call the vCPU stopped on (r holds the
 // program's registers, its stack pointer included) and returns to the
@@ -93,14 +88,13 @@ func (p *Partition) serve(nr, a0, a1, a2, a3, a4 uint64) (int64, *Exit) {
 			ret = -eBADF
 			break
 		}
-		n := min(a2, maxIO)
-		b, ok := p.user(a1, n)
+		b, ok := p.as.copyIn(a1, min(a2, maxIO))
 		if !ok {
 			ret = -eFAULT
 			break
 		}
 		p.cfg.Console.Write(b)
-		ret = int64(n)
+		ret = int64(len(b))
 	case sysRead:
 		if a0 != 0 {
 			ret = -eBADF
@@ -108,24 +102,53 @@ func (p *Partition) serve(nr, a0, a1, a2, a3, a4 uint64) (int64, *Exit) {
 	case sysExit, sysExitGroup:
 		return 0, &Exit{Clean: true, Code: int(int32(a0)), Message: fmt.Sprintf("program exited with status %d", int32(a0))}
 	case sysBrk:
-		if a0 >= p.brkStart && a0 <= p.mmapTop && a0 >= p.brk {
-			clear(p.mem.Bytes()[p.brk:a0])
-			p.brk = a0
-			p.mmapFloor = max(p.mmapFloor, (a0+0xFFF)&^0xFFF)
-		} else if a0 >= p.brkStart && a0 < p.brk {
+		// The break grows into free address space; it never shrinks
+		// below where it started.
+		end := (a0 + 0xFFF) &^ 0xFFF
+		cur := (p.brk + 0xFFF) &^ 0xFFF
+		if a0 >= p.brkStart && a0 < mmapBase && (end <= cur || p.as.free(cur, end)) {
+			if end > cur {
+				p.as.add(cur, end, protRead|protWrite)
+			}
 			p.brk = a0
 		}
 		ret = int64(p.brk)
 	case sysMmap:
 		ret = p.mmap(a0, a1, a2, a3, a4)
-	case sysMunmap, sysMprotect, sysMadvise:
-		// Memory is mapped whole and never given back in this version;
-		// the range must still be the program's.
-		if _, ok := p.user(a0, a1); !ok || a0%4096 != 0 {
+	case sysMunmap:
+		if a0%4096 != 0 || a0 < userFloor || a0 >= userTop || a1 == 0 || a1 > userTop-a0 {
 			ret = -eINVAL
+			break
 		}
+		p.as.remove(a0, a0+(a1+0xFFF)&^0xFFF)
+	case sysMprotect:
+		if a0%4096 != 0 || a0 < userFloor || a0 >= userTop || a1 > userTop-a0 {
+			ret = -eINVAL
+			break
+		}
+		p.mprotect(a0, (a1+0xFFF)&^0xFFF, uint32(a2))
+	case sysMadvise:
+		// Advice only: nothing is given back in this version.
 	case sysArchPrctl:
 		ret = p.archPrctl(a0, a1)
+	case sysFcntl:
+		// The standard descriptors exist (the console); nothing else does.
+		if a0 > 2 {
+			ret = -eBADF
+		}
+	case sysOpenat:
+		ret = -eNOENT // there is no file system
+	case sysSchedGetaff:
+		// One processor: a mask with bit 0.
+		if a1 < 8 {
+			ret = -eINVAL
+			break
+		}
+		if !p.as.copyOut(a2, []byte{1, 0, 0, 0, 0, 0, 0, 0}) {
+			ret = -eFAULT
+			break
+		}
+		ret = 8
 	case sysSetTidAddress, sysGetpid, sysGettid:
 		ret = 1
 	case sysGetppid, sysGetuid, sysGetgid, sysGeteuid, sysGetegid:
@@ -138,22 +161,19 @@ func (p *Partition) serve(nr, a0, a1, a2, a3, a4 uint64) (int64, *Exit) {
 	case sysNanosleep:
 		ret = p.nanosleep(a0)
 	case sysGetrandom:
-		b, ok := p.user(a0, min(a1, maxIO))
-		if !ok {
+		b := randomBytes(int(min(a1, maxIO)))
+		if !p.as.copyOut(a0, b) {
 			ret = -eFAULT
 			break
 		}
-		rand.Read(b)
 		ret = int64(len(b))
 	case sysUname:
-		b, ok := p.user(a0, 6*65)
-		if !ok {
-			ret = -eFAULT
-			break
-		}
-		clear(b)
+		b := make([]byte, 6*65)
 		for i, f := range []string{"Partita", p.cfg.Name, "6.1.0-partita", "#1", "x86_64", "(none)"} {
 			copy(b[65*i:65*i+64], f)
+		}
+		if !p.as.copyOut(a0, b) {
+			ret = -eFAULT
 		}
 	default:
 		c, _ := p.enosys.LoadOrStore(nr, new(atomic.Uint64))
@@ -163,38 +183,51 @@ func (p *Partition) serve(nr, a0, a1, a2, a3, a4 uint64) (int64, *Exit) {
 	return ret, nil
 }
 
-// mmap serves anonymous private mappings, taken downwards from below the
-// stack and zeroed.
+// mmap serves anonymous private mappings: address space now, frames on
+// first touch.
 func (p *Partition) mmap(addr, length, prot, flags, fd uint64) int64 {
 	const (
-		mapPrivate   = 0x02
-		mapFixed     = 0x10
-		mapAnonymous = 0x20
+		mapFixed          = 0x10
+		mapAnonymous      = 0x20
+		mapFixedNoReplace = 0x100000
 	)
 	if flags&mapAnonymous == 0 || int64(fd) != -1 && fd != 0xFFFFFFFF {
 		return -eNOSYS // no files in a partition
 	}
-	if length == 0 || length > p.cfg.Memory {
+	if length == 0 || length > userTop || prot&^7 != 0 {
 		return -eINVAL
 	}
 	length = (length + 0xFFF) &^ 0xFFF
-	if flags&mapFixed != 0 {
-		// Taken only inside what the program already has.
-		_, ok := p.user(addr, length)
-		inMmap := addr >= p.mmapTop && addr+length <= p.cfg.Memory-stackSize
-		inBrk := addr >= p.brkStart && addr+length <= p.brk
-		if !ok || addr%4096 != 0 || !inMmap && !inBrk {
+	if flags&(mapFixed|mapFixedNoReplace) != 0 {
+		if addr%4096 != 0 || addr < userFloor || addr >= userTop || length > userTop-addr {
 			return -eINVAL
 		}
-		clear(p.mem.Bytes()[addr : addr+length])
+		if flags&mapFixedNoReplace != 0 && !p.as.free(addr, addr+length) {
+			return -eEXIST
+		}
+		p.as.add(addr, addr+length, uint32(prot))
 		return int64(addr)
 	}
-	if p.mmapTop < p.mmapFloor || length > p.mmapTop-p.mmapFloor {
+	at, ok := p.as.place(addr&^0xFFF, length)
+	if !ok {
 		return -eNOMEM
 	}
-	p.mmapTop -= length
-	clear(p.mem.Bytes()[p.mmapTop : p.mmapTop+length])
-	return int64(p.mmapTop)
+	p.as.add(at, at+length, uint32(prot))
+	return int64(at)
+}
+
+// mprotect changes the protection of the ranges in [addr, addr+length);
+// pages already backed keep what they had (see vm.go).
+func (p *Partition) mprotect(addr, length uint64, prot uint32) {
+	var parts []vma
+	for _, v := range p.as.vmas {
+		if v.end > addr && v.start < addr+length {
+			parts = append(parts, vma{max(v.start, addr), min(v.end, addr+length), prot})
+		}
+	}
+	for _, v := range parts {
+		p.as.add(v.start, v.end, v.prot)
+	}
 }
 
 // archPrctl sets and reads the FS base (thread-local storage).
@@ -211,11 +244,9 @@ func (p *Partition) archPrctl(code, addr uint64) int64 {
 		p.fsBase = addr
 		return 0
 	case archGetFS:
-		b, ok := p.user(addr, 8)
-		if !ok {
+		if !p.as.copyOut(addr, binary.LittleEndian.AppendUint64(nil, p.fsBase)) {
 			return -eFAULT
 		}
-		binary.LittleEndian.PutUint64(b, p.fsBase)
 		return 0
 	}
 	return -eINVAL
@@ -235,13 +266,12 @@ func (p *Partition) signals(nr, a1, a2, a3 uint64) int64 {
 		old, size = a1, 24
 	}
 	if old != 0 {
-		b, ok := p.user(old, size)
-		if !ok {
-			return -eFAULT
-		}
-		clear(b)
+		b := make([]byte, size)
 		if nr == sysSigaltstack {
 			binary.LittleEndian.PutUint32(b[8:], 2) // SS_DISABLE
+		}
+		if !p.as.copyOut(old, b) {
+			return -eFAULT
 		}
 	}
 	_ = a3
@@ -250,10 +280,6 @@ func (p *Partition) signals(nr, a1, a2, a3 uint64) int64 {
 
 // clockGettime serves the realtime and monotonic clocks.
 func (p *Partition) clockGettime(clock, addr uint64) int64 {
-	b, ok := p.user(addr, 16)
-	if !ok {
-		return -eFAULT
-	}
 	var ns int64
 	switch clock {
 	case 0: // CLOCK_REALTIME
@@ -263,14 +289,17 @@ func (p *Partition) clockGettime(clock, addr uint64) int64 {
 	default:
 		return -eINVAL
 	}
-	binary.LittleEndian.PutUint64(b, uint64(ns/1e9))
-	binary.LittleEndian.PutUint64(b[8:], uint64(ns%1e9))
+	b := binary.LittleEndian.AppendUint64(nil, uint64(ns/1e9))
+	b = binary.LittleEndian.AppendUint64(b, uint64(ns%1e9))
+	if !p.as.copyOut(addr, b) {
+		return -eFAULT
+	}
 	return 0
 }
 
 // nanosleep sleeps for at most maxWait at a time.
 func (p *Partition) nanosleep(req uint64) int64 {
-	b, ok := p.user(req, 16)
+	b, ok := p.as.copyIn(req, 16)
 	if !ok {
 		return -eFAULT
 	}

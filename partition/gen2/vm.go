@@ -1,0 +1,277 @@
+package gen2
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"sort"
+
+	"github.com/partita-hv/partita/partition/memory"
+)
+
+// The program's address space: virtual addresses of its own, backed on
+// first touch by 4 KiB frames taken from the partition's memory above the
+// kernel area. Reserving address space costs nothing (the Go runtime
+// reserves far more than it uses); a page gets a frame when the program
+// touches it (a #PF the worker serves) or when the worker reads or writes
+// it for a system call.
+//
+// Frames are never taken back in this version: munmap forgets the range,
+// but pages already backed keep their frames (and a later mapping of the
+// same addresses sees their old contents), and mprotect does not restrict
+// pages already mapped. Taking mappings away needs TLB shootdown across
+// vCPUs, which comes with threads.
+
+// Protection bits (mmap's).
+const (
+	protRead  = 1
+	protWrite = 2
+	protExec  = 4
+)
+
+// Virtual layout.
+const (
+	userTop   = 0x7FFFFFFFF000 // the stack ends here
+	mmapBase  = 0x7F0000000000 // mappings without a hint are taken downwards from here
+	userFloor = userBase       // nothing of the program's is mapped below: the kernel area
+)
+
+// vma is a range of the address space the program may use.
+type vma struct {
+	start, end uint64
+	prot       uint32
+}
+
+// addressSpace is the program's: its ranges, page tables and frames.
+type addressSpace struct {
+	mem    []byte
+	frames *memory.PageAllocator
+	vmas   []vma // sorted by start, disjoint
+}
+
+func newAddressSpace(mem []byte) (*addressSpace, error) {
+	frames, err := memory.NewPageAllocator(userBase, uint64(len(mem)))
+	if err != nil {
+		return nil, err
+	}
+	return &addressSpace{mem: mem, frames: frames}, nil
+}
+
+var errNoMemory = errors.New("gen2: the partition's memory is used up")
+
+// frame takes a zeroed frame.
+func (as *addressSpace) frame() (uint64, error) {
+	pa, err := as.frames.Alloc(1)
+	if err != nil {
+		return 0, errNoMemory
+	}
+	clear(as.mem[pa : pa+4096])
+	return pa, nil
+}
+
+// pte returns the address of the page-table entry for va, creating the
+// tables on the way when create is set (0 if absent).
+func (as *addressSpace) pte(va uint64, create bool) (uint64, error) {
+	le := binary.LittleEndian
+	table := uint64(pml4Addr)
+	for level, shift := 0, 39; level < 3; level, shift = level+1, shift-9 {
+		e := table + 8*((va>>shift)&511)
+		v := le.Uint64(as.mem[e:])
+		if v&ptePresent == 0 {
+			if !create {
+				return 0, nil
+			}
+			pa, err := as.frame()
+			if err != nil {
+				return 0, err
+			}
+			v = pa | ptePresent | pteWrite | pteUser
+			le.PutUint64(as.mem[e:], v)
+		}
+		if v&ptePS != 0 {
+			return 0, fmt.Errorf("gen2: %#x is in a large page", va)
+		}
+		table = v & 0x000FFFFFFFFFF000
+	}
+	return table + 8*((va>>12)&511), nil
+}
+
+// translate returns the physical address backing va, backing it first if
+// the program's ranges allow the access (write: a write access). Only
+// the program's own pages translate: never the kernel area's.
+func (as *addressSpace) translate(va uint64, write bool) (uint64, bool) {
+	if va < userFloor || va >= userTop {
+		return 0, false
+	}
+	e, err := as.pte(va, false)
+	if err == nil && e != 0 {
+		if v := binary.LittleEndian.Uint64(as.mem[e:]); v&ptePresent != 0 {
+			if v&pteUser == 0 || write && v&pteWrite == 0 {
+				return 0, false
+			}
+			return v&0x000FFFFFFFFFF000 | va&0xFFF, true
+		}
+	}
+	if !as.back(va, write, false) {
+		return 0, false
+	}
+	return as.translate(va, write)
+}
+
+// back gives the page at va a frame if a range allows the access, and
+// reports whether it did.
+func (as *addressSpace) back(va uint64, write, exec bool) bool {
+	v := as.find(va)
+	if v == nil || write && v.prot&protWrite == 0 || exec && v.prot&protExec == 0 || !write && !exec && v.prot == 0 {
+		return false
+	}
+	return as.mapPage(va&^0xFFF, v.prot) == nil
+}
+
+// mapPage backs the page at va with a fresh frame (or keeps the one it
+// has) with the given protection.
+func (as *addressSpace) mapPage(va uint64, prot uint32) error {
+	e, err := as.pte(va, true)
+	if err != nil {
+		return err
+	}
+	le := binary.LittleEndian
+	v := le.Uint64(as.mem[e:])
+	if v&ptePresent == 0 {
+		pa, err := as.frame()
+		if err != nil {
+			return err
+		}
+		v = pa | ptePresent | pteUser
+	}
+	if prot&protWrite != 0 {
+		v |= pteWrite
+	}
+	if prot&protExec == 0 {
+		v |= 1 << 63 // NX
+	} else {
+		v &^= 1 << 63
+	}
+	le.PutUint64(as.mem[e:], v)
+	return nil
+}
+
+// find returns the range holding va.
+func (as *addressSpace) find(va uint64) *vma {
+	i := sort.Search(len(as.vmas), func(i int) bool { return as.vmas[i].end > va })
+	if i < len(as.vmas) && as.vmas[i].start <= va {
+		return &as.vmas[i]
+	}
+	return nil
+}
+
+// free reports whether [start, end) overlaps no range.
+func (as *addressSpace) free(start, end uint64) bool {
+	i := sort.Search(len(as.vmas), func(i int) bool { return as.vmas[i].end > start })
+	return i == len(as.vmas) || as.vmas[i].start >= end
+}
+
+// add records [start, end) with prot, replacing whatever overlapped it.
+func (as *addressSpace) add(start, end uint64, prot uint32) {
+	as.remove(start, end)
+	i := sort.Search(len(as.vmas), func(i int) bool { return as.vmas[i].start >= start })
+	as.vmas = append(as.vmas, vma{})
+	copy(as.vmas[i+1:], as.vmas[i:])
+	as.vmas[i] = vma{start, end, prot}
+}
+
+// remove forgets [start, end), splitting ranges that straddle it.
+func (as *addressSpace) remove(start, end uint64) {
+	var out []vma
+	for _, v := range as.vmas {
+		if v.end <= start || v.start >= end {
+			out = append(out, v)
+			continue
+		}
+		if v.start < start {
+			out = append(out, vma{v.start, start, v.prot})
+		}
+		if v.end > end {
+			out = append(out, vma{end, v.end, v.prot})
+		}
+	}
+	as.vmas = out
+}
+
+// place finds room for length bytes: at hint if it is free, else the
+// highest free range below mmapBase.
+func (as *addressSpace) place(hint, length uint64) (uint64, bool) {
+	if hint >= userFloor && hint%4096 == 0 && hint < userTop && length <= userTop-hint && as.free(hint, hint+length) {
+		return hint, true
+	}
+	top := uint64(mmapBase)
+	for i := len(as.vmas) - 1; i >= 0; i-- {
+		v := as.vmas[i]
+		if v.start >= top {
+			continue
+		}
+		if v.end <= top && top-v.end >= length {
+			return top - length, true
+		}
+		top = min(top, v.start)
+	}
+	if top-userFloor >= length {
+		return top - length, true
+	}
+	return 0, false
+}
+
+// load writes b at va for the loader, whatever the range's protection:
+// the pages are backed with the range's protection first.
+func (as *addressSpace) load(va uint64, b []byte) error {
+	for len(b) > 0 {
+		v := as.find(va)
+		if v == nil {
+			return fmt.Errorf("gen2: load at %#x outside the program's ranges", va)
+		}
+		if err := as.mapPage(va&^0xFFF, v.prot); err != nil {
+			return err
+		}
+		e, _ := as.pte(va, false)
+		pa := binary.LittleEndian.Uint64(as.mem[e:])&0x000FFFFFFFFFF000 | va&0xFFF
+		k := min(uint64(len(b)), 4096-va%4096)
+		copy(as.mem[pa:pa+k], b[:k])
+		va, b = va+k, b[k:]
+	}
+	return nil
+}
+
+// copyIn reads n bytes of the program's memory at va.
+func (as *addressSpace) copyIn(va, n uint64) ([]byte, bool) {
+	if va < userFloor || va >= userTop || n > userTop-va {
+		return nil, false
+	}
+	out := make([]byte, 0, n)
+	for n > 0 {
+		pa, ok := as.translate(va, false)
+		if !ok {
+			return nil, false
+		}
+		k := min(n, 4096-va%4096)
+		out = append(out, as.mem[pa:pa+k]...)
+		va, n = va+k, n-k
+	}
+	return out, true
+}
+
+// copyOut writes b into the program's memory at va.
+func (as *addressSpace) copyOut(va uint64, b []byte) bool {
+	if va < userFloor || va >= userTop || uint64(len(b)) > userTop-va {
+		return false
+	}
+	for len(b) > 0 {
+		pa, ok := as.translate(va, true)
+		if !ok {
+			return false
+		}
+		k := min(uint64(len(b)), 4096-va%4096)
+		copy(as.mem[pa:pa+k], b[:k])
+		va, b = va+k, b[k:]
+	}
+	return true
+}
