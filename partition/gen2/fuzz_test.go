@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/partita-hv/partita/partition/kvm"
 	"github.com/partita-hv/partita/partition/memory"
 )
 
@@ -39,7 +40,9 @@ func FuzzServe(f *testing.F) {
 		}
 		as.add(0x400000, 0x402000, protRead|protWrite)
 		p := &Partition{cfg: Config{Name: "fuzz", Memory: size, Console: io.Discard}, mem: mem, as: as,
-			brkStart: 0x402000, brk: 0x402000}
+			brkStart: 0x402000, brk: 0x402000, threads: map[int]*thread{}, futexes: map[uint64][]chan struct{}{}, end: make(chan struct{})}
+		th := &thread{tid: 1}
+		p.threads[1] = th
 		for len(b) >= 48 {
 			var a [6]uint64
 			for i := range a {
@@ -47,10 +50,14 @@ func FuzzServe(f *testing.F) {
 			}
 			b = b[48:]
 			nr := a[0] % 400
-			if nr == sysNanosleep {
-				continue // sleeps are real
+			switch nr {
+			case sysNanosleep, sysFutex, sysClone:
+				continue // real sleeps, real waits, real vCPUs
 			}
-			if _, exit := p.serve(nr, a[1], a[2], a[3], a[4], a[5]); exit != nil {
+			p.mu.Lock()
+			_, _, out := p.serve(th, &kvm.Regs{}, nr, a[1], a[2], a[3], a[4], a[5])
+			p.mu.Unlock()
+			if out != goOn {
 				return
 			}
 			if p.brk < p.brkStart || p.brk >= mmapBase {

@@ -1,6 +1,7 @@
 package gen2
 
 import (
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -84,4 +85,36 @@ func TestAddressSpaceBeyondMemory(t *testing.T) {
 	if exit.Clean || !strings.Contains(exit.Message, "#PF page fault") {
 		t.Fatalf("a PROT_NONE page was usable: %+v", exit)
 	}
+}
+
+// goProgram builds testdata/goguest, a Go program, as a static
+// executable (CGO_ENABLED=0), the way Gen2 guests are built.
+func goProgram(t *testing.T) string {
+	t.Helper()
+	gotool := testenv.RequireTool(t, "go")
+	bin := filepath.Join(t.TempDir(), "goguest")
+	cmd := exec.Command(gotool, "build", "-o", bin, ".")
+	cmd.Dir = filepath.Join("testdata", "goguest")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=amd64", "GOFLAGS=-mod=mod")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// TestGoProgram: a Go program runs in a Gen2 partition: its runtime's
+// threads are vCPUs, and its goroutines run under GOMAXPROCS=2.
+func TestGoProgram(t *testing.T) {
+	testenv.RequireKVM(t)
+	var out testenv.Buffer
+	p, err := New(Config{Name: "go", Program: goProgram(t), Memory: 256 << 20, Console: &out})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	exit := p.Run()
+	if !strings.Contains(out.String(), "goroutines done 2999997 2999997") {
+		t.Fatalf("exit %+v; console %q", exit, out.String())
+	}
+	t.Logf("exit %s; %d system calls, %d pages backed", exit.Message, p.Syscalls(), p.faults.Load())
 }

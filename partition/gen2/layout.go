@@ -27,7 +27,9 @@ const (
 	stubAddr     = 0xA000  // the syscall landing: the only user page below userBase
 	ptAddr       = 0xB000  // 4 KiB pages for the first 2 MiB
 	trapStubAddr = 0xD000  // 16 bytes per vector, 4 KiB
-	kstackTop    = 0x20000 // exception stack below it
+	kstackBase   = 0x20000 // exception stacks, kstackSize each
+	kstackSize   = 0x2000
+	tssSize      = 0x80    // one TSS per thread from tssAddr
 	userBase     = 2 << 20 // the program's memory starts here
 	largePage    = 2 << 20
 	maxMemory    = 4 << 30
@@ -103,10 +105,13 @@ func buildKernelArea(mem []byte) error {
 	le.PutUint64(mem[gdtAddr+selTSS:], tssLo)
 	le.PutUint64(mem[gdtAddr+selTSS+8:], tssAddr>>32)
 
-	// TSS: RSP0 for exceptions from CPL3; the I/O map base past the
-	// limit, so CPL3 has no ports at all.
-	le.PutUint64(mem[tssAddr+4:], kstackTop)
-	le.PutUint16(mem[tssAddr+0x66:], 0x68)
+	// One TSS per thread slot: RSP0 for exceptions from CPL3; the I/O map
+	// base past the limit, so CPL3 has no ports at all.
+	for i := 0; i < maxThreads; i++ {
+		tss := tssAddr + i*tssSize
+		le.PutUint64(mem[tss+4:], kstackTop(i))
+		le.PutUint16(mem[tss+0x66:], 0x68)
+	}
 
 	// Syscall stub: out %al, $syscallPort; then hlt forever (never
 	// reached: the worker returns to the program itself).
@@ -134,6 +139,9 @@ func buildKernelArea(mem []byte) error {
 	}
 	return nil
 }
+
+// kstackTop is the top of thread slot i's exception stack.
+func kstackTop(i int) uint64 { return kstackBase + uint64(i+1)*kstackSize }
 
 // hasErrorCode reports whether the CPU pushes an error code for vector v.
 func hasErrorCode(v uint8) bool {

@@ -43,18 +43,15 @@ type Exit struct {
 
 // Partition is a running Generation 2 partition: one vCPU for now.
 type Partition struct {
-	cfg  Config
-	log  hclog.Logger
-	sys  *kvm.System
-	vm   *kvm.VM
-	mem  *memory.Memory
-	vcpu *kvm.VCPU
+	cfg Config
+	log hclog.Logger
+	sys *kvm.System
+	vm  *kvm.VM
+	mem *memory.Memory
 
 	as            *addressSpace
 	brkStart, brk uint64 // the program break
-	fsBase        uint64
-	entry, rsp    uint64    // where the program starts
-	userSregs     kvm.Sregs // the program's segments and control registers
+	entry, rsp    uint64 // where the program starts
 
 	history [16]uint64 // recent system call numbers, a ring
 	nhist   int
@@ -63,9 +60,14 @@ type Partition struct {
 	calls  atomic.Uint64
 	faults atomic.Uint64 // pages backed on first touch
 
-	stopMu  sync.Mutex
-	stopped bool   // Stop was called; guarded by stopMu
-	why     string // Stop's reason
+	mu        sync.Mutex // guards as, brk, threads, nextTid, futexes, history
+	threads   map[int]*thread
+	nextTid   int
+	futexes   map[uint64][]chan struct{} // waiters by physical address
+	threadsWG sync.WaitGroup
+	end       chan struct{} // closed when the partition ends
+	endOnce   sync.Once
+	exit      Exit
 }
 
 // stackSize is the program's main stack, below userTop.
@@ -96,7 +98,8 @@ func New(cfg Config) (*Partition, error) {
 		}
 		return nil, fmt.Errorf("gen2: memory %#x bytes: want 4 MiB to 4 GiB in whole 2 MiB pages", cfg.Memory)
 	}
-	p := &Partition{cfg: cfg, log: cfg.Logger.Named("gen2").With("partition", cfg.Name), mem: cfg.GuestMemory}
+	p := &Partition{cfg: cfg, log: cfg.Logger.Named("gen2").With("partition", cfg.Name), mem: cfg.GuestMemory,
+		threads: map[int]*thread{}, futexes: map[uint64][]chan struct{}{}, end: make(chan struct{})}
 	x, err := elf.Parse(img, userFloor, mmapBase)
 	if err != nil {
 		p.Close()
@@ -227,71 +230,174 @@ func (p *Partition) buildStack(x *elf.Executable) (uint64, error) {
 	return sp, err
 }
 
-// Run runs the program on its vCPU, on a locked OS thread, until it exits
-// or faults.
+// thread is one of the program's threads, run by one vCPU on one locked
+// OS thread.
+type thread struct {
+	tid    int
+	slot   int // its TSS and exception stack
+	vcpu   *kvm.VCPU
+	start  kvm.Regs  // registers it starts with
+	sregs  kvm.Sregs // its segments and control registers as the program sees them
+	fsBase uint64
+	ctid   uint64 // CLONE_CHILD_CLEARTID: cleared and woken at exit
+}
+
+// maxThreads bounds the program's threads (one TSS and exception stack
+// each in the kernel area).
+const maxThreads = 32
+
+// Run runs the program until it exits, faults or is stopped, one vCPU
+// per thread.
 func (p *Partition) Run() Exit {
+	p.mu.Lock()
+	t, err := p.newThread(kvm.Regs{RIP: p.entry, RSP: p.rsp, RFLAGS: 0x2}, 0)
+	p.mu.Unlock()
+	if err != nil {
+		return Exit{Message: err.Error()}
+	}
+	p.startThread(t)
+	<-p.end
+	p.threadsWG.Wait()
+	return p.exit
+}
+
+// newThread makes a thread record; the caller holds p.mu.
+func (p *Partition) newThread(start kvm.Regs, fsBase uint64) (*thread, error) {
+	used := map[int]bool{}
+	for _, t := range p.threads {
+		used[t.slot] = true
+	}
+	slot := -1
+	for i := 0; i < maxThreads; i++ {
+		if !used[i] {
+			slot = i
+			break
+		}
+	}
+	if slot < 0 {
+		return nil, fmt.Errorf("gen2: at most %d threads", maxThreads)
+	}
+	p.nextTid++
+	t := &thread{tid: p.nextTid, slot: slot, start: start, fsBase: fsBase}
+	p.threads[t.tid] = t
+	return t, nil
+}
+
+// startThread runs t on a new locked OS thread.
+func (p *Partition) startThread(t *thread) {
+	p.threadsWG.Add(1)
+	go func() {
+		defer p.threadsWG.Done()
+		if exit, ok := p.runThread(t); ok {
+			p.finish(exit)
+		}
+	}()
+}
+
+// finish ends the partition with exit (the first end wins) and kicks
+// every vCPU out of the guest.
+func (p *Partition) finish(exit Exit) {
+	p.endOnce.Do(func() {
+		p.exit = exit
+		close(p.end)
+		p.mu.Lock()
+		for _, t := range p.threads {
+			if t.vcpu != nil {
+				t.vcpu.Kick()
+			}
+		}
+		p.mu.Unlock()
+	})
+}
+
+// ended reports whether the partition is ending.
+func (p *Partition) ended() bool {
+	select {
+	case <-p.end:
+		return true
+	default:
+		return false
+	}
+}
+
+// runThread runs one thread until it exits (ok false) or ends the
+// partition (ok true, with why).
+func (p *Partition) runThread(t *thread) (Exit, bool) {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
-	defer func() {
-		p.stopMu.Lock()
-		p.vcpu = nil // Stop kicks no more
-		p.stopMu.Unlock()
-	}()
-	v, err := p.vm.CreateVCPU(0)
+	v, err := p.vm.CreateVCPU(uint32(t.tid))
 	if err != nil {
-		return Exit{Message: fmt.Sprintf("create vCPU: %v", err)}
+		return Exit{Message: fmt.Sprintf("create vCPU: %v", err)}, true
 	}
-	p.stopMu.Lock()
-	p.vcpu = v
-	stopped := p.stopped
-	p.stopMu.Unlock()
-	if stopped {
-		return Exit{Message: p.why}
+	if err := p.setup(v, t); err != nil {
+		return Exit{Message: fmt.Sprintf("set up the vCPU: %v", err)}, true
 	}
-	if err := p.setup(v); err != nil {
-		return Exit{Message: fmt.Sprintf("set up the vCPU: %v", err)}
+	p.mu.Lock()
+	t.vcpu = v
+	p.mu.Unlock()
+	if p.ended() {
+		return Exit{}, false
 	}
 	for {
 		r, err := v.Run()
 		if err != nil {
-			return Exit{Message: fmt.Sprintf("vCPU: %v", err)}
+			return Exit{Message: fmt.Sprintf("vCPU: %v", err)}, true
+		}
+		if p.ended() {
+			return Exit{}, false
 		}
 		switch r {
 		case kvm.ExitIO:
 			io := v.IO()
 			if io.In || io.Size != 1 || io.Count != 1 {
-				return p.fault(fmt.Sprintf("port access %#x from guest kernel mode", io.Port))
+				return p.fault(v, fmt.Sprintf("port access %#x from guest kernel mode", io.Port)), true
 			}
 			switch {
 			case io.Port >= trapPortBase && io.Port < trapPortBase+32:
-				if exit, done := p.trap(v, uint8(io.Port-trapPortBase)); done {
-					return exit
+				exit, outcome := p.trap(v, t, uint8(io.Port-trapPortBase))
+				switch outcome {
+				case threadEnds:
+					return Exit{}, false
+				case partitionEnds:
+					return exit, true
 				}
 			case io.Port == trapPortOther:
-				return p.fault("an interrupt or exception beyond the first 32 vectors")
+				return p.fault(v, "an interrupt or exception beyond the first 32 vectors"), true
 			default:
-				return p.fault(fmt.Sprintf("write to port %#x", io.Port))
+				return p.fault(v, fmt.Sprintf("write to port %#x", io.Port)), true
 			}
 		case kvm.ExitKicked, kvm.ExitIntr:
-			p.stopMu.Lock()
-			stopped, why := p.stopped, p.why
-			p.stopMu.Unlock()
-			if stopped {
-				return Exit{Message: why}
-			}
 		case kvm.ExitShutdown:
-			return p.fault("triple fault")
+			return p.fault(v, "triple fault"), true
 		default:
-			return p.fault(fmt.Sprintf("unexpected exit %v", r))
+			return p.fault(v, fmt.Sprintf("unexpected exit %v", r)), true
 		}
 	}
 }
 
-// setup puts the vCPU in long mode at CPL3 at the program's entry.
-func (p *Partition) setup(v *kvm.VCPU) error {
+// What happens after an event.
+type outcome int
+
+const (
+	goOn outcome = iota
+	threadEnds
+	partitionEnds
+)
+
+// setup puts a vCPU in long mode at CPL3 with t's registers.
+func (p *Partition) setup(v *kvm.VCPU, t *thread) error {
 	cpuid, err := p.sys.SupportedCPUID()
 	if err != nil {
 		return err
+	}
+	for i := range cpuid {
+		e := &cpuid[i]
+		switch e.Function {
+		case 1: // initial APIC id in EBX[31:24]
+			e.EBX = e.EBX&0x00FFFFFF | uint32(t.tid)<<24
+		case 0xB, 0x1F:
+			e.EDX = uint32(t.tid)
+		}
 	}
 	if err := v.SetCPUID(cpuid); err != nil {
 		return err
@@ -303,7 +409,7 @@ func (p *Partition) setup(v *kvm.VCPU) error {
 	code := kvm.Segment{Limit: 0xFFFFFFFF, Selector: selUserCode, Type: 0xB, Present: 1, DPL: 3, S: 1, L: 1, G: 1}
 	data := kvm.Segment{Limit: 0xFFFFFFFF, Selector: selUserData, Type: 0x3, Present: 1, DPL: 3, S: 1, DB: 1, G: 1}
 	s.CS, s.SS, s.DS, s.ES, s.FS, s.GS = code, data, data, data, data, data
-	s.TR = kvm.Segment{Base: tssAddr, Limit: 0x67, Selector: selTSS, Type: 0xB, Present: 1}
+	s.TR = kvm.Segment{Base: tssAddr + uint64(t.slot)*tssSize, Limit: 0x67, Selector: selTSS, Type: 0xB, Present: 1}
 	s.LDT = kvm.Segment{Unusable: 1}
 	s.GDT = kvm.DTable{Base: gdtAddr, Limit: selTSS + 16 - 1}
 	s.IDT = kvm.DTable{Base: idtAddr, Limit: 256*16 - 1}
@@ -311,15 +417,15 @@ func (p *Partition) setup(v *kvm.VCPU) error {
 	s.CR3 = pml4Addr
 	s.CR4 = 0x620  // OSXMMEXCPT, OSFXSR, PAE
 	s.EFER = 0xD01 // NXE, LMA, LME, SCE
+	s.FS.Base = t.fsBase
 	if err := v.SetSregs(s); err != nil {
 		return err
 	}
-	p.userSregs = s
+	t.sregs = s
 	const (
-		msrSTAR   = 0xC0000081
-		msrLSTAR  = 0xC0000082
-		msrFMASK  = 0xC0000084
-		msrFSBase = 0xC0000100
+		msrSTAR  = 0xC0000081
+		msrLSTAR = 0xC0000082
+		msrFMASK = 0xC0000084
 	)
 	if err := v.SetMSRs([]kvm.MSR{
 		{Index: msrSTAR, Data: uint64(selKernelCode)<<32 | uint64(selUser32Code)<<48},
@@ -328,48 +434,49 @@ func (p *Partition) setup(v *kvm.VCPU) error {
 	}); err != nil {
 		return err
 	}
-	fpu := kvm.FPU{FCW: 0x37F, MXCSR: 0x1F80}
-	if err := v.SetFPU(fpu); err != nil {
+	if err := v.SetFPU(kvm.FPU{FCW: 0x37F, MXCSR: 0x1F80}); err != nil {
 		return err
 	}
-	return v.SetRegs(kvm.Regs{RIP: p.entry, RSP: p.rsp, RFLAGS: 0x2})
+	r := t.start
+	return v.SetRegs(r)
 }
 
 // returnToUser resumes the program after a system call: at the
 // instruction after its syscall (RCX), with its flags (R11) and its
 // segments, as sysret would.
-func (p *Partition) returnToUser(v *kvm.VCPU, r *kvm.Regs) error {
+func (p *Partition) returnToUser(v *kvm.VCPU, t *thread, r *kvm.Regs) error {
 	r.RIP = r.RCX
 	r.RFLAGS = r.R11
-	return p.resume(v, r)
+	return p.resume(v, t, r)
 }
 
-// resume runs the program again at r.RIP with its registers and segments.
-func (p *Partition) resume(v *kvm.VCPU, r *kvm.Regs) error {
+// resume runs the thread again at r.RIP with its registers and segments.
+func (p *Partition) resume(v *kvm.VCPU, t *thread, r *kvm.Regs) error {
 	r.RFLAGS = r.RFLAGS&^0x47700 | 0x2 // no TF, IF, DF, IOPL, NT, AC from the program
 	if err := v.SetRegs(*r); err != nil {
 		return err
 	}
-	// The program's segments are the ones it started with, but for the
+	// The thread's segments are the ones it started with, but for the
 	// FS base: no need to read them back.
-	s := p.userSregs
-	s.FS.Base = p.fsBase
+	s := t.sregs
+	s.FS.Base = t.fsBase
 	return v.SetSregs(s)
 }
 
 // trap handles an exception taken from the program: a #GP at the
-// syscall landing is a system call; anything else stops the partition
-// with a report.
-func (p *Partition) trap(v *kvm.VCPU, vector uint8) (Exit, bool) {
+// syscall landing is a system call, a #PF on a page the program may use
+// gets the page a frame; anything else ends the partition with a report.
+func (p *Partition) trap(v *kvm.VCPU, t *thread, vector uint8) (Exit, outcome) {
 	r, err := v.Regs()
 	if err != nil {
-		return Exit{Message: fmt.Sprintf("%s; registers unreadable: %v", vectorName(vector), err)}, true
+		return Exit{Message: fmt.Sprintf("%s; registers unreadable: %v", vectorName(vector), err)}, partitionEnds
+	}
+	kstack := kstackTop(t.slot)
+	frame := r.RSP
+	if frame < kstack-48 || frame > kstack-40 {
+		return p.fault(v, fmt.Sprintf("%s with a broken exception frame (rsp %#x)", vectorName(vector), frame)), partitionEnds
 	}
 	mem := p.mem.Bytes()
-	frame := r.RSP
-	if frame < kstackTop-48 || frame > kstackTop-40 {
-		return p.fault(fmt.Sprintf("%s with a broken exception frame (rsp %#x)", vectorName(vector), frame)), true
-	}
 	le := binary.LittleEndian
 	var code uint64
 	if hasErrorCode(vector) {
@@ -379,20 +486,25 @@ func (p *Partition) trap(v *kvm.VCPU, vector uint8) (Exit, bool) {
 	rip, cs, rflags, rsp := le.Uint64(mem[frame:]), le.Uint64(mem[frame+8:]), le.Uint64(mem[frame+16:]), le.Uint64(mem[frame+24:])
 	if vector == 13 && rip == stubAddr && cs&3 == 3 && code == 0 {
 		r.RSP = rsp
-		return p.syscall(v, &r)
+		return p.syscall(v, t, &r)
 	}
 	s, _ := v.Sregs()
-	if vector == 14 && cs&3 == 3 && code&1 == 0 && p.as.back(s.CR2, code&2 != 0, code&16 != 0) {
-		// A page the program may use, touched for the first time: it
-		// has a frame now; run the instruction again.
-		p.faults.Add(1)
-		r.RIP, r.RSP, r.RFLAGS = rip, rsp, rflags
-		if err := p.resume(v, &r); err != nil {
-			return Exit{Message: fmt.Sprintf("resume the program: %v", err)}, true
+	if vector == 14 && cs&3 == 3 && code&1 == 0 {
+		p.mu.Lock()
+		ok := p.as.back(s.CR2, code&2 != 0, code&16 != 0)
+		p.mu.Unlock()
+		if ok {
+			// A page the program may use, touched for the first time:
+			// it has a frame now; run the instruction again.
+			p.faults.Add(1)
+			r.RIP, r.RSP, r.RFLAGS = rip, rsp, rflags
+			if err := p.resume(v, t, &r); err != nil {
+				return Exit{Message: fmt.Sprintf("resume the program: %v", err)}, partitionEnds
+			}
+			return Exit{}, goOn
 		}
-		return Exit{}, false
 	}
-	msg := fmt.Sprintf("%s at rip %#x (cs %#x)", vectorName(vector), rip, cs)
+	msg := fmt.Sprintf("%s at rip %#x (cs %#x, thread %d)", vectorName(vector), rip, cs, t.tid)
 	switch vector {
 	case 14:
 		msg += fmt.Sprintf(", address %#x, error %#x", s.CR2, code)
@@ -400,12 +512,12 @@ func (p *Partition) trap(v *kvm.VCPU, vector uint8) (Exit, bool) {
 		msg += fmt.Sprintf(", error %#x", code)
 	}
 	r.RIP, r.RSP, r.RFLAGS = rip, rsp, rflags
-	return Exit{Message: "program fault: " + msg, Report: p.report(r)}, true
+	return Exit{Message: "program fault: " + msg, Report: p.report(r)}, partitionEnds
 }
 
-// fault stops the partition on something the program should not do.
-func (p *Partition) fault(what string) Exit {
-	r, _ := p.vcpu.Regs()
+// fault ends the partition on something the program should not do.
+func (p *Partition) fault(v *kvm.VCPU, what string) Exit {
+	r, _ := v.Regs()
 	return Exit{Message: "program fault: " + what, Report: p.report(r)}
 }
 
@@ -423,18 +535,8 @@ func (p *Partition) report(r kvm.Regs) string {
 	return b.String()
 }
 
-// Stop makes Run return with reason (the first reason wins).
-func (p *Partition) Stop(reason string) {
-	p.stopMu.Lock()
-	defer p.stopMu.Unlock()
-	if p.stopped {
-		return
-	}
-	p.stopped, p.why = true, reason
-	if p.vcpu != nil {
-		p.vcpu.Kick()
-	}
-}
+// Stop makes Run return with reason (the first end wins).
+func (p *Partition) Stop(reason string) { p.finish(Exit{Message: reason}) }
 
 // Syscalls is how many system calls the program has made.
 func (p *Partition) Syscalls() uint64 { return p.calls.Load() }

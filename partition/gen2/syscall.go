@@ -12,15 +12,18 @@ import (
 
 // Linux errno values the shim returns (negated in RAX).
 const (
-	eBADF   = 9
-	eNOMEM  = 12
-	eFAULT  = 14
-	eNOENT  = 2
-	eEXIST  = 17
-	eINVAL  = 22
-	eNOSYS  = 38
-	maxIO   = 1 << 20 // one read, write or getrandom moves at most this
-	maxWait = 10 * time.Second
+	eBADF     = 9
+	eNOMEM    = 12
+	eFAULT    = 14
+	eNOENT    = 2
+	eEXIST    = 17
+	eINTR     = 4
+	eAGAIN    = 11
+	eTIMEDOUT = 110
+	eINVAL    = 22
+	eNOSYS    = 38
+	maxIO     = 1 << 20 // one read, write or getrandom moves at most this
+	maxWait   = 10 * time.Second
 )
 
 // Linux x86-64 system call numbers the shim serves.
@@ -54,35 +57,54 @@ const (
 	sysFcntl         = 72
 	sysSchedGetaff   = 204
 	sysOpenat        = 257
+	sysClone         = 56
+	sysKill          = 62
+	sysTkill         = 200
+	sysFutex         = 202
+	sysTgkill        = 234
 )
 
 var bootTime = time.Now()
 
-// syscall serves the system call the vCPU stopped on (r holds the
-// program's registers, its stack pointer included) and returns to the
-// program. done is true when the program has exited (or must stop).
-func (p *Partition) syscall(v *kvm.VCPU, r *kvm.Regs) (Exit, bool) {
+// syscall serves the system call thread t stopped on (r holds its
+// registers, its stack pointer included) and returns to the program.
+func (p *Partition) syscall(v *kvm.VCPU, t *thread, r *kvm.Regs) (Exit, outcome) {
 	nr := r.RAX
+	p.calls.Add(1)
+	p.mu.Lock()
 	p.history[p.nhist%len(p.history)] = nr
 	p.nhist++
-	p.calls.Add(1)
-	ret, exit := p.serve(nr, r.RDI, r.RSI, r.RDX, r.R10, r.R8)
-	if exit != nil {
-		return *exit, true
+	ret, exit, out := p.serve(t, r, nr, r.RDI, r.RSI, r.RDX, r.R10, r.R8)
+	p.mu.Unlock()
+	if out != goOn {
+		return exit, out
 	}
 	r.RAX = uint64(ret)
-	if err := p.returnToUser(v, r); err != nil {
-		return Exit{Message: fmt.Sprintf("return to the program: %v", err)}, true
+	if err := p.returnToUser(v, t, r); err != nil {
+		return Exit{Message: fmt.Sprintf("return to the program: %v", err)}, partitionEnds
 	}
-	return Exit{}, false
+	return Exit{}, goOn
 }
 
-// serve carries out one system call with the program's arguments, all of
-// them untrusted; it returns the result (a negated errno on failure), or
-// the partition's end.
-func (p *Partition) serve(nr, a0, a1, a2, a3, a4 uint64) (int64, *Exit) {
+// serve carries out one system call of thread t with the program's
+// arguments, all of them untrusted; the caller holds p.mu (calls that
+// block release it while they wait). It returns the result (a negated
+// errno on failure), or the end of the thread or of the partition.
+func (p *Partition) serve(t *thread, r *kvm.Regs, nr, a0, a1, a2, a3, a4 uint64) (int64, Exit, outcome) {
 	ret := int64(0)
 	switch nr {
+	case sysClone:
+		ret = p.clone(t, r, a0, a1, a2, a3, a4)
+	case sysFutex:
+		ret = p.futex(a0, a1, a2, a3)
+	case sysTgkill, sysTkill, sysKill:
+		// Signals are not delivered: the Go runtime's preemption
+		// requests are dropped.
+	case sysExit:
+		if p.exitThread(t) {
+			return 0, Exit{Clean: true, Code: int(int32(a0)), Message: fmt.Sprintf("program exited with status %d", int32(a0))}, partitionEnds
+		}
+		return 0, Exit{}, threadEnds
 	case sysWrite:
 		if a0 != 1 && a0 != 2 {
 			ret = -eBADF
@@ -99,8 +121,8 @@ func (p *Partition) serve(nr, a0, a1, a2, a3, a4 uint64) (int64, *Exit) {
 		if a0 != 0 {
 			ret = -eBADF
 		} // fd 0: end of input (no console input yet)
-	case sysExit, sysExitGroup:
-		return 0, &Exit{Clean: true, Code: int(int32(a0)), Message: fmt.Sprintf("program exited with status %d", int32(a0))}
+	case sysExitGroup:
+		return 0, Exit{Clean: true, Code: int(int32(a0)), Message: fmt.Sprintf("program exited with status %d", int32(a0))}, partitionEnds
 	case sysBrk:
 		// The break grows into free address space; it never shrinks
 		// below where it started.
@@ -130,7 +152,7 @@ func (p *Partition) serve(nr, a0, a1, a2, a3, a4 uint64) (int64, *Exit) {
 	case sysMadvise:
 		// Advice only: nothing is given back in this version.
 	case sysArchPrctl:
-		ret = p.archPrctl(a0, a1)
+		ret = p.archPrctl(t, a0, a1)
 	case sysFcntl:
 		// The standard descriptors exist (the console); nothing else does.
 		if a0 > 2 {
@@ -149,7 +171,9 @@ func (p *Partition) serve(nr, a0, a1, a2, a3, a4 uint64) (int64, *Exit) {
 			break
 		}
 		ret = 8
-	case sysSetTidAddress, sysGetpid, sysGettid:
+	case sysSetTidAddress, sysGettid:
+		ret = int64(t.tid)
+	case sysGetpid:
 		ret = 1
 	case sysGetppid, sysGetuid, sysGetgid, sysGeteuid, sysGetegid:
 		ret = 0
@@ -180,7 +204,7 @@ func (p *Partition) serve(nr, a0, a1, a2, a3, a4 uint64) (int64, *Exit) {
 		c.(*atomic.Uint64).Add(1)
 		ret = -eNOSYS
 	}
-	return ret, nil
+	return ret, Exit{}, goOn
 }
 
 // mmap serves anonymous private mappings: address space now, frames on
@@ -231,7 +255,7 @@ func (p *Partition) mprotect(addr, length uint64, prot uint32) {
 }
 
 // archPrctl sets and reads the FS base (thread-local storage).
-func (p *Partition) archPrctl(code, addr uint64) int64 {
+func (p *Partition) archPrctl(t *thread, code, addr uint64) int64 {
 	const (
 		archSetFS = 0x1002
 		archGetFS = 0x1003
@@ -241,10 +265,10 @@ func (p *Partition) archPrctl(code, addr uint64) int64 {
 		if addr >= 1<<47 {
 			return -eFAULT // not canonical
 		}
-		p.fsBase = addr
+		t.fsBase = addr
 		return 0
 	case archGetFS:
-		if !p.as.copyOut(addr, binary.LittleEndian.AppendUint64(nil, p.fsBase)) {
+		if !p.as.copyOut(addr, binary.LittleEndian.AppendUint64(nil, t.fsBase)) {
 			return -eFAULT
 		}
 		return 0
@@ -311,8 +335,14 @@ func (p *Partition) nanosleep(req uint64) int64 {
 	if sec > int64(maxWait/time.Second) {
 		d = maxWait
 	}
-	time.Sleep(d)
-	return 0
+	p.mu.Unlock()
+	defer p.mu.Lock()
+	select {
+	case <-time.After(d):
+		return 0
+	case <-p.end:
+		return -eINTR
+	}
 }
 
 // randomBytes returns n random bytes (AT_RANDOM).
@@ -320,4 +350,165 @@ func randomBytes(n int) []byte {
 	b := make([]byte, n)
 	rand.Read(b)
 	return b
+}
+
+// Clone flags.
+const (
+	cloneVM            = 0x100
+	cloneSighand       = 0x800
+	cloneThread        = 0x10000
+	cloneSettls        = 0x80000
+	cloneParentSettid  = 0x100000
+	cloneChildCleartid = 0x200000
+	cloneChildSettid   = 0x1000000
+)
+
+// clone starts a thread of the program on a new vCPU: the parent's
+// registers, at the instruction after the syscall, with RAX 0 and the
+// new stack. Processes (clone without CLONE_VM and CLONE_THREAD) do not
+// exist in a partition.
+func (p *Partition) clone(t *thread, r *kvm.Regs, flags, stack, ptid, ctid, tls uint64) int64 {
+	if flags&(cloneVM|cloneThread|cloneSighand) != cloneVM|cloneThread|cloneSighand {
+		return -eNOSYS
+	}
+	start := *r
+	start.RAX = 0
+	start.RIP = r.RCX
+	start.RFLAGS = r.R11&^0x47700 | 0x2
+	if stack != 0 {
+		start.RSP = stack
+	}
+	fs := t.fsBase
+	if flags&cloneSettls != 0 {
+		if tls >= 1<<47 {
+			return -eINVAL
+		}
+		fs = tls
+	}
+	child, err := p.newThread(start, fs)
+	if err != nil {
+		return -eAGAIN
+	}
+	tid := binary.LittleEndian.AppendUint32(nil, uint32(child.tid))
+	if flags&cloneParentSettid != 0 && !p.as.copyOut(ptid, tid) {
+		delete(p.threads, child.tid)
+		return -eFAULT
+	}
+	if flags&cloneChildSettid != 0 && !p.as.copyOut(ctid, tid) {
+		delete(p.threads, child.tid)
+		return -eFAULT
+	}
+	if flags&cloneChildCleartid != 0 {
+		child.ctid = ctid
+	}
+	p.startThread(child)
+	return int64(child.tid)
+}
+
+// exitThread ends thread t (clearing and waking its CLONE_CHILD_CLEARTID
+// word) and reports whether it was the last; the caller holds p.mu.
+func (p *Partition) exitThread(t *thread) (last bool) {
+	if t.ctid != 0 && p.as.copyOut(t.ctid, make([]byte, 4)) {
+		p.futex(t.ctid, futexWake, 1<<31-1, 0)
+	}
+	delete(p.threads, t.tid)
+	return len(p.threads) == 0
+}
+
+// Futex operations.
+const (
+	futexWait       = 0
+	futexWake       = 1
+	futexWaitBitset = 9
+	futexWakeBitset = 10
+	futexPrivate    = 128
+	futexRealtime   = 256
+)
+
+// maxWaiters bounds the waiters on one futex word.
+const maxWaiters = 1024
+
+// futex serves FUTEX_WAIT and FUTEX_WAKE (and their bitset forms, with the
+// bitset taken as all ones), keyed by the word's physical address; the
+// caller holds p.mu, which a wait releases while it waits.
+func (p *Partition) futex(uaddr, op, val, timeout uint64) int64 {
+	if uaddr%4 != 0 {
+		return -eINVAL
+	}
+	pa, ok := p.as.translate(uaddr, false)
+	if !ok {
+		return -eFAULT
+	}
+	switch op &^ (futexPrivate | futexRealtime) {
+	case futexWait, futexWaitBitset:
+		if binary.LittleEndian.Uint32(p.mem.Bytes()[pa:]) != uint32(val) {
+			return -eAGAIN
+		}
+		var limit <-chan time.Time
+		if timeout != 0 {
+			b, ok := p.as.copyIn(timeout, 16)
+			if !ok {
+				return -eFAULT
+			}
+			sec, nsec := int64(binary.LittleEndian.Uint64(b)), int64(binary.LittleEndian.Uint64(b[8:]))
+			if sec < 0 || nsec < 0 || nsec >= 1e9 {
+				return -eINVAL
+			}
+			d := time.Duration(min(sec, int64(maxWait/time.Second)))*time.Second + time.Duration(nsec)
+			if op&^(futexPrivate|futexRealtime) == futexWaitBitset {
+				// An absolute time on CLOCK_MONOTONIC (or REALTIME).
+				now := time.Since(bootTime)
+				if op&futexRealtime != 0 {
+					now = time.Duration(time.Now().UnixNano())
+				}
+				d = max(0, time.Duration(sec)*time.Second+time.Duration(nsec)-now)
+			}
+			limit = time.After(min(d, maxWait))
+		}
+		if len(p.futexes[pa]) >= maxWaiters {
+			return -eAGAIN
+		}
+		ch := make(chan struct{})
+		p.futexes[pa] = append(p.futexes[pa], ch)
+		p.mu.Unlock()
+		var ret int64
+		select {
+		case <-ch:
+		case <-limit:
+			ret = -eTIMEDOUT
+		case <-p.end:
+			ret = -eINTR
+		}
+		p.mu.Lock()
+		if ret != 0 {
+			p.dropWaiter(pa, ch)
+		}
+		return ret
+	case futexWake, futexWakeBitset:
+		n := int64(0)
+		for n < int64(min(val, 1<<31-1)) && len(p.futexes[pa]) > 0 {
+			close(p.futexes[pa][0])
+			p.futexes[pa] = p.futexes[pa][1:]
+			n++
+		}
+		if len(p.futexes[pa]) == 0 {
+			delete(p.futexes, pa)
+		}
+		return n
+	}
+	return -eNOSYS
+}
+
+// dropWaiter removes a waiter that gave up (unless a wake took it).
+func (p *Partition) dropWaiter(pa uint64, ch chan struct{}) {
+	ws := p.futexes[pa]
+	for i, w := range ws {
+		if w == ch {
+			p.futexes[pa] = append(ws[:i], ws[i+1:]...)
+			break
+		}
+	}
+	if len(p.futexes[pa]) == 0 {
+		delete(p.futexes, pa)
+	}
 }
