@@ -40,7 +40,8 @@ func FuzzServe(f *testing.F) {
 		}
 		as.add(0x400000, 0x402000, protRead|protWrite)
 		p := &Partition{cfg: Config{Name: "fuzz", Memory: size, Console: io.Discard}, mem: mem, as: as,
-			brkStart: 0x402000, brk: 0x402000, threads: map[int]*thread{}, futexes: map[uint64][]chan struct{}{}, end: make(chan struct{})}
+			brkStart: 0x402000, brk: 0x402000, threads: map[int]*thread{}, futexes: map[uint64][]chan struct{}{}, end: make(chan struct{}),
+			files: map[int64]*file{}, fileChange: make(chan struct{})}
 		th := &thread{tid: 1}
 		p.threads[1] = th
 		for len(b) >= 48 {
@@ -51,7 +52,7 @@ func FuzzServe(f *testing.F) {
 			b = b[48:]
 			nr := a[0] % 400
 			switch nr {
-			case sysNanosleep, sysFutex, sysClone:
+			case sysNanosleep, sysFutex, sysClone, sysEpollWait, sysEpollPwait:
 				continue // real sleeps, real waits, real vCPUs
 			}
 			p.mu.Lock()

@@ -103,18 +103,35 @@ func goProgram(t *testing.T) string {
 }
 
 // TestGoProgram: a Go program runs in a Gen2 partition: its runtime's
-// threads are vCPUs, and its goroutines run under GOMAXPROCS=2.
+// threads are vCPUs, its goroutines run under GOMAXPROCS=2, its timers
+// sleep in epoll, it allocates and touches 64 MiB; run again with an
+// argument, it panics, and the panic's text is on the console with exit
+// status 2.
 func TestGoProgram(t *testing.T) {
 	testenv.RequireKVM(t)
-	var out testenv.Buffer
-	p, err := New(Config{Name: "go", Program: goProgram(t), Memory: 256 << 20, Console: &out})
-	if err != nil {
-		t.Fatal(err)
+	prog := goProgram(t)
+	run := func(args ...string) (Exit, string, *Partition) {
+		var out testenv.Buffer
+		p, err := New(Config{Name: "go", Program: prog, Args: args, Memory: 256 << 20, Console: &out})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { p.Close() })
+		return p.Run(), out.String(), p
 	}
-	defer p.Close()
-	exit := p.Run()
-	if !strings.Contains(out.String(), "goroutines done 2999997 2999997") {
-		t.Fatalf("exit %+v; console %q", exit, out.String())
+	exit, out, p := run()
+	for _, want := range []string{"goroutines done 2999997 2999997\n", "timers done true\n", "allocated 67108864 57\n"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("console lacks %q", want)
+		}
 	}
-	t.Logf("exit %s; %d system calls, %d pages backed", exit.Message, p.Syscalls(), p.faults.Load())
+	if !exit.Clean || exit.Code != 0 {
+		t.Fatalf("exit %+v; console %q", exit, out)
+	}
+	t.Logf("%d system calls, %d pages backed, unserved %v", p.Syscalls(), p.faults.Load(), p.ENOSYSCounts())
+
+	exit, out, _ = run("panic")
+	if !exit.Clean || exit.Code != 2 || !strings.Contains(out, "panic: guest panics on purpose") || !strings.Contains(out, "goroutine 1 [running]") {
+		t.Fatalf("panic run: exit %+v; console %q", exit, out)
+	}
 }

@@ -60,14 +60,16 @@ type Partition struct {
 	calls  atomic.Uint64
 	faults atomic.Uint64 // pages backed on first touch
 
-	mu        sync.Mutex // guards as, brk, threads, nextTid, futexes, history
-	threads   map[int]*thread
-	nextTid   int
-	futexes   map[uint64][]chan struct{} // waiters by physical address
-	threadsWG sync.WaitGroup
-	end       chan struct{} // closed when the partition ends
-	endOnce   sync.Once
-	exit      Exit
+	mu         sync.Mutex // guards as, brk, threads, nextTid, futexes, files, history
+	threads    map[int]*thread
+	nextTid    int
+	futexes    map[uint64][]chan struct{} // waiters by physical address
+	files      map[int64]*file            // eventfds and epolls, from descriptor 3
+	fileChange chan struct{}              // closed (and replaced) when an eventfd is written
+	threadsWG  sync.WaitGroup
+	end        chan struct{} // closed when the partition ends
+	endOnce    sync.Once
+	exit       Exit
 }
 
 // stackSize is the program's main stack, below userTop.
@@ -99,7 +101,8 @@ func New(cfg Config) (*Partition, error) {
 		return nil, fmt.Errorf("gen2: memory %#x bytes: want 4 MiB to 4 GiB in whole 2 MiB pages", cfg.Memory)
 	}
 	p := &Partition{cfg: cfg, log: cfg.Logger.Named("gen2").With("partition", cfg.Name), mem: cfg.GuestMemory,
-		threads: map[int]*thread{}, futexes: map[uint64][]chan struct{}{}, end: make(chan struct{})}
+		threads: map[int]*thread{}, futexes: map[uint64][]chan struct{}{}, end: make(chan struct{}),
+		files: map[int64]*file{}, fileChange: make(chan struct{})}
 	x, err := elf.Parse(img, userFloor, mmapBase)
 	if err != nil {
 		p.Close()

@@ -18,6 +18,7 @@ const (
 	eNOENT    = 2
 	eEXIST    = 17
 	eINTR     = 4
+	eMFILE    = 24
 	eAGAIN    = 11
 	eTIMEDOUT = 110
 	eINVAL    = 22
@@ -106,6 +107,10 @@ func (p *Partition) serve(t *thread, r *kvm.Regs, nr, a0, a1, a2, a3, a4 uint64)
 		}
 		return 0, Exit{}, threadEnds
 	case sysWrite:
+		if f := p.files[int64(a0)]; f != nil && f.kind == kindEventfd {
+			ret = p.eventfdWrite(f, a1, a2)
+			break
+		}
 		if a0 != 1 && a0 != 2 {
 			ret = -eBADF
 			break
@@ -118,9 +123,25 @@ func (p *Partition) serve(t *thread, r *kvm.Regs, nr, a0, a1, a2, a3, a4 uint64)
 		p.cfg.Console.Write(b)
 		ret = int64(len(b))
 	case sysRead:
-		if a0 != 0 {
+		if f := p.files[int64(a0)]; f != nil && f.kind == kindEventfd {
+			ret = p.eventfdRead(f, a1, a2)
+		} else if a0 != 0 {
 			ret = -eBADF
 		} // fd 0: end of input (no console input yet)
+	case sysClose:
+		if p.files[int64(a0)] != nil {
+			delete(p.files, int64(a0))
+		} else if a0 > 2 {
+			ret = -eBADF
+		}
+	case sysEventfd, sysEventfd2:
+		ret = p.newFile(&file{kind: kindEventfd, count: uint64(uint32(a0))})
+	case sysEpollCreate, sysEpollCreate1:
+		ret = p.newFile(&file{kind: kindEpoll, watched: map[int64]epollWatch{}})
+	case sysEpollCtl:
+		ret = p.epollCtl(a0, a1, a2, a3)
+	case sysEpollWait, sysEpollPwait:
+		ret = p.epollWait(a0, a1, a2, int32(a3))
 	case sysExitGroup:
 		return 0, Exit{Clean: true, Code: int(int32(a0)), Message: fmt.Sprintf("program exited with status %d", int32(a0))}, partitionEnds
 	case sysBrk:
@@ -154,8 +175,9 @@ func (p *Partition) serve(t *thread, r *kvm.Regs, nr, a0, a1, a2, a3, a4 uint64)
 	case sysArchPrctl:
 		ret = p.archPrctl(t, a0, a1)
 	case sysFcntl:
-		// The standard descriptors exist (the console); nothing else does.
-		if a0 > 2 {
+		// The standard descriptors (the console) and the program's own
+		// eventfds and epolls exist; flags read as none set.
+		if a0 > 2 && p.files[int64(a0)] == nil {
 			ret = -eBADF
 		}
 	case sysOpenat:
