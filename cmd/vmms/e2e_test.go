@@ -526,3 +526,37 @@ func TestGen2ProgramThroughTheAPI(t *testing.T) {
 		t.Fatalf("after turn off: %+v", cs)
 	}
 }
+
+// TestGoGuestThroughTheAPI: a Generation 2 partition running a Go program
+// starts through the API; its output (goroutines, timers, a 64 MiB
+// allocation) reaches the console endpoint and it powers off when the
+// program exits.
+func TestGoGuestThroughTheAPI(t *testing.T) {
+	requireKVM(t)
+	v := startVMMS(t, t.TempDir())
+	prog := testguest.GoGuest(t, t.TempDir())
+	name := unique("goguest")
+	if status := v.call("POST", wmiapi.Prefix+"/Msvm_VirtualSystemManagementService/DefineSystem", wmiapi.DefineSystemRequest{
+		SystemSettings:   wmiapi.VirtualSystemSettingData{ElementName: name, VirtualSystemSubType: wmiapi.SubTypeGen2, GuestFile: prog},
+		ResourceSettings: []wmiapi.ResourceSettingData{{ResourceType: wmiapi.ResourceMemory, VirtualQuantity: 256}, {ResourceType: wmiapi.ResourceProcessor, VirtualQuantity: 2}}}, nil); status != 201 {
+		t.Fatalf("define: %d", status)
+	}
+	if j := v.change(name, wmiapi.RequestRunning); j.JobState != wmiapi.JobCompleted {
+		t.Fatalf("start: %+v", j)
+	}
+	v.waitConsole(name, 60*time.Second, "goroutines done", "timers done true", "allocated 67108864 57")
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		cs := v.system(name)
+		if cs.EnabledState == wmiapi.StateOff {
+			if cs.LastStopReason != "program exited with status 0" || cs.HealthState != wmiapi.HealthOK {
+				t.Fatalf("after the program: %+v", cs)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("still %d 30 s after the program's output", cs.EnabledState)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

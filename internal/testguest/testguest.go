@@ -120,3 +120,20 @@ func Gen2Program(t testing.TB, dir string) string {
 	}
 	return bin
 }
+
+// GoGuest builds partition/gen2/testdata/goguest, a Go test program (it
+// runs goroutines, timers and a 64 MiB allocation, and panics when given
+// an argument), as a static executable in dir.
+func GoGuest(t testing.TB, dir string) string {
+	t.Helper()
+	gotool := testenv.RequireTool(t, "go")
+	_, file, _, _ := runtime.Caller(0)
+	bin := filepath.Join(dir, "goguest")
+	cmd := exec.Command(gotool, "build", "-o", bin, ".")
+	cmd.Dir = filepath.Join(filepath.Dir(file), "..", "..", "partition", "gen2", "testdata", "goguest")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=amd64", "GOFLAGS=-mod=mod")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return bin
+}

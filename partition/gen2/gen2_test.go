@@ -1,13 +1,13 @@
 package gen2
 
 import (
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/partita-hv/partita/internal/testenv"
+	"github.com/partita-hv/partita/internal/testguest"
 )
 
 // program assembles and links testdata/name.S as a static executable.
@@ -89,18 +89,7 @@ func TestAddressSpaceBeyondMemory(t *testing.T) {
 
 // goProgram builds testdata/goguest, a Go program, as a static
 // executable (CGO_ENABLED=0), the way Gen2 guests are built.
-func goProgram(t *testing.T) string {
-	t.Helper()
-	gotool := testenv.RequireTool(t, "go")
-	bin := filepath.Join(t.TempDir(), "goguest")
-	cmd := exec.Command(gotool, "build", "-o", bin, ".")
-	cmd.Dir = filepath.Join("testdata", "goguest")
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=amd64", "GOFLAGS=-mod=mod")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	return bin
-}
+func goProgram(t *testing.T) string { return testguest.GoGuest(t, t.TempDir()) }
 
 // TestGoProgram: a Go program runs in a Gen2 partition: its runtime's
 // threads are vCPUs, its goroutines run under GOMAXPROCS=2, its timers
