@@ -3,6 +3,7 @@ package root
 import (
 	"context"
 	"io"
+	"strconv"
 	"sync"
 	"time"
 
@@ -25,6 +26,7 @@ type metrics struct {
 	partitions    *prometheus.Desc // by state, gathered
 	exits         *prometheus.Desc // by partition, reason, gathered from the workers
 	memory        *prometheus.Desc // by partition
+	unserved      *prometheus.Desc // by partition, syscall number
 }
 
 func newMetrics(s *Service) *metrics {
@@ -44,6 +46,8 @@ func newMetrics(s *Service) *metrics {
 		exits: prometheus.NewDesc("partita_vcpu_exits_total", "Virtual processor exits to the worker, by partition and exit reason (since the partition last started).",
 			[]string{"partition", "reason"}, nil),
 		memory: prometheus.NewDesc("partita_guest_memory_bytes", "Guest memory of running partitions.", []string{"partition"}, nil),
+		unserved: prometheus.NewDesc("partita_guest_unserved_syscalls_total", "System calls of Generation 2 programs that got ENOSYS, by partition and system call number (since the partition last started).",
+			[]string{"partition", "syscall"}, nil),
 	}
 }
 
@@ -71,6 +75,7 @@ func (m *metrics) Describe(ch chan<- *prometheus.Desc) {
 	ch <- m.partitions
 	ch <- m.exits
 	ch <- m.memory
+	ch <- m.unserved
 }
 
 // statsTimeout bounds how long a scrape waits for one worker's counters.
@@ -120,6 +125,13 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 				}
 				ch <- prometheus.MustNewConstMetric(m.exits, prometheus.CounterValue, float64(count), r.name, reason)
 			}
+			n = 0
+			for nr, count := range reply.Stats.Unserved {
+				if n++; n > maxExitReasons || !validSyscallNumber(nr) {
+					continue
+				}
+				ch <- prometheus.MustNewConstMetric(m.unserved, prometheus.CounterValue, float64(count), r.name, nr)
+			}
 		}()
 	}
 	wg.Wait()
@@ -137,6 +149,13 @@ func validLabel(s string) bool {
 		}
 	}
 	return s != ""
+}
+
+// validSyscallNumber accepts what the worker gives as a system call
+// number: a decimal below 1024.
+func validSyscallNumber(s string) bool {
+	n, err := strconv.Atoi(s)
+	return err == nil && n >= 0 && n < 1024 && strconv.Itoa(n) == s
 }
 
 // countingWriter counts bytes into a counter on their way to w.

@@ -83,9 +83,12 @@ type Stopped struct {
 
 // Stats are a worker's counters.
 type Stats struct {
-	Exits       map[string]uint64 `json:"exits"` // vCPU exits by reason
-	UnmappedIO  uint64            `json:"unmapped_io"`
-	Paused      bool              `json:"paused"`
+	Exits      map[string]uint64 `json:"exits"` // vCPU exits by reason
+	UnmappedIO uint64            `json:"unmapped_io"`
+	Paused     bool              `json:"paused"`
+	// Unserved counts a Generation 2 program's system calls that got
+	// ENOSYS, by system call number (decimal).
+	Unserved    map[string]uint64 `json:"unserved,omitempty"`
 	MemoryBytes uint64            `json:"memory_bytes"`
 }
 

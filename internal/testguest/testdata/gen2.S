@@ -1,6 +1,7 @@
 /*
  * A Generation 2 test program: a static x86-64 Linux executable that
- * prints a banner and then its uptime tick every 100 ms, for ever (the
+ * makes one system call the shim does not serve (999), prints a banner
+ * and then a tick every 100 ms, for ever (the
  * root service's tests turn it off), or exits with status 0 after
  * printing the banner when argv has a second argument.
  * Build: as --64 -o gen2.o gen2.S && ld -static -o gen2 gen2.o
@@ -9,6 +10,8 @@
 	.text
 _start:
 	mov (%rsp), %r12            /* argc */
+	mov $999, %eax              /* unserved: ENOSYS, counted */
+	syscall
 	mov $1, %eax
 	mov $1, %edi
 	lea banner(%rip), %rsi

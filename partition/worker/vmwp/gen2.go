@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strconv"
 	"sync"
 
 	"github.com/hashicorp/go-hclog"
@@ -105,9 +106,9 @@ func (g *gen2Partition) Close() error { return g.p.Close() }
 func (g *gen2Partition) ConsoleInput(io.Reader) error { return nil }
 
 func (g *gen2Partition) Stats() *control.Stats {
-	enosys := 0
-	for _, n := range g.p.ENOSYSCounts() {
-		enosys += int(n)
+	unserved := map[string]uint64{}
+	for nr, n := range g.p.ENOSYSCounts() {
+		unserved[strconv.FormatUint(nr, 10)] = n
 	}
-	return &control.Stats{Exits: map[string]uint64{"syscall": g.p.Syscalls(), "syscall-enosys": uint64(enosys)}}
+	return &control.Stats{Exits: map[string]uint64{"syscall": g.p.Syscalls()}, Unserved: unserved}
 }
