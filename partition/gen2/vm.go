@@ -92,6 +92,11 @@ func (as *addressSpace) pte(va uint64, create bool) (uint64, error) {
 			return 0, fmt.Errorf("gen2: %#x is in a large page", va)
 		}
 		table = v & 0x000FFFFFFFFFF000
+		if table+4096 > uint64(len(as.mem)) {
+			// Only the worker writes page tables; this is a bug, not the
+			// program's doing, but it must not take the worker down.
+			return 0, fmt.Errorf("gen2: page table at %#x beyond memory", table)
+		}
 	}
 	return table + 8*((va>>12)&511), nil
 }
