@@ -491,7 +491,7 @@ func (v *vmms) consoleText(name string) string {
 
 // TestGen2ProgramThroughTheAPI: a Generation 2 partition running a static
 // program starts through the API, its output reaches the console
-// endpoint, pause is refused with a reason, and it turns off.
+// endpoint, it pauses and resumes, and it turns off.
 func TestGen2ProgramThroughTheAPI(t *testing.T) {
 	requireKVM(t)
 	v := startVMMS(t, t.TempDir())
@@ -510,11 +510,27 @@ func TestGen2ProgramThroughTheAPI(t *testing.T) {
 		t.Fatalf("after start: %+v", cs)
 	}
 	v.waitConsole(name, 20*time.Second, testguest.Gen2Banner, "...")
-	if j := v.change(name, wmiapi.RequestPaused); j.JobState != wmiapi.JobException || !strings.Contains(j.ErrorDescription, "not supported for Generation 2") {
+	// Pause: the ticks stop; resume: they go on.
+	if j := v.change(name, wmiapi.RequestPaused); j.JobState != wmiapi.JobCompleted {
 		t.Fatalf("pause: %+v", j)
 	}
-	if cs := v.system(name); cs.EnabledState != wmiapi.StateRunning {
-		t.Fatalf("after the refused pause: %+v", cs)
+	if cs := v.system(name); cs.EnabledState != wmiapi.StatePaused {
+		t.Fatalf("after pause: %+v", cs)
+	}
+	before := len(v.consoleText(name))
+	time.Sleep(500 * time.Millisecond)
+	if after := len(v.consoleText(name)); after > before+1 {
+		t.Fatalf("console grew from %d to %d bytes while paused", before, after)
+	}
+	if j := v.change(name, wmiapi.RequestRunning); j.JobState != wmiapi.JobCompleted {
+		t.Fatalf("resume: %+v", j)
+	}
+	grown := time.Now().Add(10 * time.Second)
+	for len(v.consoleText(name)) < before+3 {
+		if time.Now().After(grown) {
+			t.Fatalf("no ticks after resume")
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 	m := v.scrape()
 	if !strings.Contains(m, `partita_vcpu_exits_total{partition="`+name+`",reason="syscall"}`) {

@@ -70,6 +70,11 @@ type Partition struct {
 	end        chan struct{} // closed when the partition ends
 	endOnce    sync.Once
 	exit       Exit
+
+	pauseMu   sync.Mutex
+	pauseCond *sync.Cond
+	paused    bool // guarded by pauseMu
+	inGuest   int  // threads inside KVM_RUN; guarded by pauseMu
 }
 
 // stackSize is the program's main stack, below userTop.
@@ -103,6 +108,7 @@ func New(cfg Config) (*Partition, error) {
 	p := &Partition{cfg: cfg, log: cfg.Logger.Named("gen2").With("partition", cfg.Name), mem: cfg.GuestMemory,
 		threads: map[int]*thread{}, futexes: map[uint64][]chan struct{}{}, end: make(chan struct{}),
 		files: map[int64]*file{}, fileChange: make(chan struct{})}
+	p.pauseCond = sync.NewCond(&p.pauseMu)
 	x, err := elf.Parse(img, userFloor, mmapBase)
 	if err != nil {
 		p.Close()
@@ -303,6 +309,9 @@ func (p *Partition) finish(exit Exit) {
 	p.endOnce.Do(func() {
 		p.exit = exit
 		close(p.end)
+		p.pauseMu.Lock()
+		p.pauseCond.Broadcast()
+		p.pauseMu.Unlock()
 		p.mu.Lock()
 		for _, t := range p.threads {
 			if t.vcpu != nil {
@@ -311,6 +320,64 @@ func (p *Partition) finish(exit Exit) {
 		}
 		p.mu.Unlock()
 	})
+}
+
+// enterGuest waits while the partition is paused, then counts the
+// thread in the guest; false if the partition is ending.
+func (p *Partition) enterGuest() bool {
+	p.pauseMu.Lock()
+	defer p.pauseMu.Unlock()
+	for p.paused && !p.ended() {
+		p.pauseCond.Wait()
+	}
+	if p.ended() {
+		return false
+	}
+	p.inGuest++
+	return true
+}
+
+func (p *Partition) leaveGuest() {
+	p.pauseMu.Lock()
+	p.inGuest--
+	p.pauseCond.Broadcast()
+	p.pauseMu.Unlock()
+}
+
+// Pause stops every thread from running the program's code: it returns
+// once none is inside the guest (threads waiting in a system call stay
+// there and park when they would go back).
+func (p *Partition) Pause() {
+	p.pauseMu.Lock()
+	p.paused = true
+	p.pauseMu.Unlock()
+	p.mu.Lock()
+	for _, t := range p.threads {
+		if t.vcpu != nil {
+			t.vcpu.Kick()
+		}
+	}
+	p.mu.Unlock()
+	p.pauseMu.Lock()
+	for p.inGuest > 0 && !p.ended() {
+		p.pauseCond.Wait()
+	}
+	p.pauseMu.Unlock()
+}
+
+// Resume lets the threads run the program again.
+func (p *Partition) Resume() {
+	p.pauseMu.Lock()
+	p.paused = false
+	p.pauseCond.Broadcast()
+	p.pauseMu.Unlock()
+}
+
+// Paused reports whether the partition is paused.
+func (p *Partition) Paused() bool {
+	p.pauseMu.Lock()
+	defer p.pauseMu.Unlock()
+	return p.paused
 }
 
 // ended reports whether the partition is ending.
@@ -342,7 +409,11 @@ func (p *Partition) runThread(t *thread) (Exit, bool) {
 		return Exit{}, false
 	}
 	for {
+		if !p.enterGuest() {
+			return Exit{}, false
+		}
 		r, err := v.Run()
+		p.leaveGuest()
 		if err != nil {
 			return Exit{Message: fmt.Sprintf("vCPU: %v", err)}, true
 		}

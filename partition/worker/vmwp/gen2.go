@@ -70,8 +70,8 @@ func startGen2(st *control.Start, mem *memory.Memory, log hclog.Logger) (*gen2Pa
 	return g, nil
 }
 
-func (g *gen2Partition) Pause() error  { return fmt.Errorf("pause: %w", errGen2) }
-func (g *gen2Partition) Resume() error { return fmt.Errorf("resume: %w", errGen2) }
+func (g *gen2Partition) Pause() error  { g.p.Pause(); return nil }
+func (g *gen2Partition) Resume() error { g.p.Resume(); return nil }
 func (g *gen2Partition) PowerButton() error {
 	return fmt.Errorf("shut down: %w (no shutdown integration service)", errGen2)
 }
@@ -110,5 +110,5 @@ func (g *gen2Partition) Stats() *control.Stats {
 	for nr, n := range g.p.ENOSYSCounts() {
 		unserved[strconv.FormatUint(nr, 10)] = n
 	}
-	return &control.Stats{Exits: map[string]uint64{"syscall": g.p.Syscalls()}, Unserved: unserved}
+	return &control.Stats{Exits: map[string]uint64{"syscall": g.p.Syscalls()}, Unserved: unserved, Paused: g.p.Paused()}
 }
