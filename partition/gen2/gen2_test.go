@@ -124,3 +124,12 @@ func TestGoProgram(t *testing.T) {
 		t.Fatalf("panic run: exit %+v; console %q", exit, out)
 	}
 }
+
+// TestOutOfMemory: a program that touches more than the partition has is
+// stopped with that reason; the worker goes on.
+func TestOutOfMemory(t *testing.T) {
+	exit, _, _ := run(t, program(t, "oom"))
+	if exit.Clean || !strings.Contains(exit.Message, "out of memory: the partition's 16 MiB are used up") {
+		t.Fatalf("exit %+v", exit)
+	}
+}

@@ -565,9 +565,10 @@ func (p *Partition) trap(v *kvm.VCPU, t *thread, vector uint8) (Exit, outcome) {
 	s, _ := v.Sregs()
 	if vector == 14 && cs&3 == 3 && code&1 == 0 {
 		p.mu.Lock()
-		ok := p.as.back(s.CR2, code&2 != 0, code&16 != 0)
+		err := p.as.back(s.CR2, code&2 != 0, code&16 != 0)
 		p.mu.Unlock()
-		if ok {
+		switch {
+		case err == nil:
 			// A page the program may use, touched for the first time:
 			// it has a frame now; run the instruction again.
 			p.faults.Add(1)
@@ -576,6 +577,10 @@ func (p *Partition) trap(v *kvm.VCPU, t *thread, vector uint8) (Exit, outcome) {
 				return Exit{Message: fmt.Sprintf("resume the program: %v", err)}, partitionEnds
 			}
 			return Exit{}, goOn
+		case errors.Is(err, errNoMemory):
+			r.RIP, r.RSP, r.RFLAGS = rip, rsp, rflags
+			return Exit{Message: fmt.Sprintf("program out of memory: the partition's %d MiB are used up (page fault at %#x, rip %#x, thread %d)",
+				p.cfg.Memory>>20, s.CR2, rip, t.tid), Report: p.report(r)}, partitionEnds
 		}
 	}
 	msg := fmt.Sprintf("%s at rip %#x (cs %#x, thread %d)", vectorName(vector), rip, cs, t.tid)

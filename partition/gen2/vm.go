@@ -117,20 +117,24 @@ func (as *addressSpace) translate(va uint64, write bool) (uint64, bool) {
 			return v&0x000FFFFFFFFFF000 | va&0xFFF, true
 		}
 	}
-	if !as.back(va, write, false) {
+	if as.back(va, write, false) != nil {
 		return 0, false
 	}
 	return as.translate(va, write)
 }
 
-// back gives the page at va a frame if a range allows the access, and
-// reports whether it did.
-func (as *addressSpace) back(va uint64, write, exec bool) bool {
+// errNoAccess: no range of the program's allows the access.
+var errNoAccess = errors.New("gen2: no mapping allows the access")
+
+// back gives the page at va a frame if a range allows the access:
+// errNoAccess if none does, errNoMemory if the partition's memory is used
+// up.
+func (as *addressSpace) back(va uint64, write, exec bool) error {
 	v := as.find(va)
 	if v == nil || write && v.prot&protWrite == 0 || exec && v.prot&protExec == 0 || !write && !exec && v.prot == 0 {
-		return false
+		return errNoAccess
 	}
-	return as.mapPage(va&^0xFFF, v.prot) == nil
+	return as.mapPage(va&^0xFFF, v.prot)
 }
 
 // mapPage backs the page at va with a fresh frame (or keeps the one it
