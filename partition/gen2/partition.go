@@ -251,9 +251,14 @@ type thread struct {
 	ctid   uint64 // CLONE_CHILD_CLEARTID: cleared and woken at exit
 }
 
-// maxThreads bounds the program's threads (one TSS and exception stack
-// each in the kernel area).
-const maxThreads = 32
+// maxThreads bounds the program's threads at a time (one TSS and
+// exception stack each in the kernel area); maxThreadIDs bounds them over
+// the partition's life (each was a vCPU, and KVM keeps a VM's vCPUs until
+// the VM goes).
+const (
+	maxThreads   = 32
+	maxThreadIDs = 1023
+)
 
 // Run runs the program until it exits, faults or is stopped, one vCPU
 // per thread.
@@ -285,6 +290,10 @@ func (p *Partition) newThread(start kvm.Regs, fsBase uint64) (*thread, error) {
 	}
 	if slot < 0 {
 		return nil, fmt.Errorf("gen2: at most %d threads", maxThreads)
+	}
+	if p.nextTid >= maxThreadIDs {
+		// A vCPU lives as long as its VM: thread ids are never reused.
+		return nil, fmt.Errorf("gen2: at most %d threads in a partition's life", maxThreadIDs)
 	}
 	p.nextTid++
 	t := &thread{tid: p.nextTid, slot: slot, start: start, fsBase: fsBase}
