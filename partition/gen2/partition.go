@@ -58,7 +58,7 @@ type Partition struct {
 
 	enosys sync.Map // syscall number -> *atomic.Uint64
 	calls  atomic.Uint64
-	faults atomic.Uint64 // pages backed on first touch
+	faults atomic.Uint64 // page faults served (first touches)
 
 	mu         sync.Mutex // guards as, brk, threads, nextTid, futexes, files, history
 	threads    map[int]*thread

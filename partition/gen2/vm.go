@@ -46,7 +46,13 @@ type vma struct {
 type addressSpace struct {
 	mem    []byte
 	frames *memory.PageAllocator
-	vmas   []vma // sorted by start, disjoint
+	used   uint64 // frames taken
+	vmas   []vma  // sorted by start, disjoint
+}
+
+// freeFrames is how many frames are left.
+func (as *addressSpace) freeFrames() uint64 {
+	return (uint64(len(as.mem))-userBase)/4096 - as.used
 }
 
 func newAddressSpace(mem []byte) (*addressSpace, error) {
@@ -65,6 +71,7 @@ func (as *addressSpace) frame() (uint64, error) {
 	if err != nil {
 		return 0, errNoMemory
 	}
+	as.used++
 	clear(as.mem[pa : pa+4096])
 	return pa, nil
 }
@@ -134,8 +141,32 @@ func (as *addressSpace) back(va uint64, write, exec bool) error {
 	if v == nil || write && v.prot&protWrite == 0 || exec && v.prot&protExec == 0 || !write && !exec && v.prot == 0 {
 		return errNoAccess
 	}
-	return as.mapPage(va&^0xFFF, v.prot)
+	if err := as.mapPage(va&^0xFFF, v.prot); err != nil {
+		return err
+	}
+	// Fault-around: back the rest of the aligned 64 KiB block inside the
+	// range too, while frames are plentiful. One exit costs about as much
+	// as zeroing 64 KiB here, and programs touch memory in runs.
+	block := va &^ (faultAround - 1)
+	for pa := max(block, v.start); pa < min(block+faultAround, v.end); pa += 4096 {
+		if as.freeFrames() < reserveFrames {
+			break
+		}
+		if e, _ := as.pte(pa, false); e == 0 || binary.LittleEndian.Uint64(as.mem[e:])&ptePresent == 0 {
+			if err := as.mapPage(pa, v.prot); err != nil {
+				break
+			}
+		}
+	}
+	return nil
 }
+
+// Fault-around: the block backed on a fault, and the frames kept back
+// from it (so that it never takes the last frames a real touch needs).
+const (
+	faultAround   = 64 << 10
+	reserveFrames = 256
+)
 
 // mapPage backs the page at va with a fresh frame (or keeps the one it
 // has) with the given protection.
