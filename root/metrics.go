@@ -152,8 +152,11 @@ func validLabel(s string) bool {
 }
 
 // validSyscallNumber accepts what the worker gives as a system call
-// number: a decimal below 1024.
+// number: a decimal below 1024, or "other".
 func validSyscallNumber(s string) bool {
+	if s == "other" {
+		return true
+	}
 	n, err := strconv.Atoi(s)
 	return err == nil && n >= 0 && n < 1024 && strconv.Itoa(n) == s
 }

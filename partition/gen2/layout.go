@@ -93,7 +93,7 @@ func buildKernelArea(mem []byte) error {
 		0,
 		0x00AF9A000000FFFF, // 0x10 kernel code, 64-bit
 		0x00CF92000000FFFF, // 0x18 kernel data
-		0x00CFFA000000FFFF, // 0x23 user code, 32-bit, DPL 3
+		0x00CF7A000000FFFF, // 0x23 user code, 32-bit: not present (STAR names it; no program runs 32-bit code)
 		0x00CFF2000000FFFF, // 0x2B user data, DPL 3
 		0x00AFFA000000FFFF, // 0x33 user code, 64-bit, DPL 3
 	}

@@ -249,6 +249,8 @@ type thread struct {
 	sregs  kvm.Sregs // its segments and control registers as the program sees them
 	fsBase uint64
 	ctid   uint64 // CLONE_CHILD_CLEARTID: cleared and woken at exit
+
+	lastFault uint64 // address of the last protection fault retried
 }
 
 // maxThreads bounds the program's threads at a time (one TSS and
@@ -423,6 +425,9 @@ func (p *Partition) runThread(t *thread) (Exit, bool) {
 		}
 		r, err := v.Run()
 		p.leaveGuest()
+		if r == kvm.ExitIO && v.IO().Port != trapPortBase+14 {
+			t.lastFault = 0 // progress: any other event clears the retry mark
+		}
 		if err != nil {
 			return Exit{Message: fmt.Sprintf("vCPU: %v", err)}, true
 		}
@@ -508,12 +513,14 @@ func (p *Partition) setup(v *kvm.VCPU, t *thread) error {
 	const (
 		msrSTAR  = 0xC0000081
 		msrLSTAR = 0xC0000082
+		msrCSTAR = 0xC0000083
 		msrFMASK = 0xC0000084
 	)
 	if err := v.SetMSRs([]kvm.MSR{
 		{Index: msrSTAR, Data: uint64(selKernelCode)<<32 | uint64(selUser32Code)<<48},
 		{Index: msrLSTAR, Data: stubAddr},
-		{Index: msrFMASK, Data: 0x47700}, // TF, IF, DF, IOPL, NT, AC
+		{Index: msrCSTAR, Data: stubAddr}, // a compatibility-mode syscall lands there too
+		{Index: msrFMASK, Data: 0x47700},  // TF, IF, DF, IOPL, NT, AC
 	}); err != nil {
 		return err
 	}
@@ -528,8 +535,11 @@ func (p *Partition) setup(v *kvm.VCPU, t *thread) error {
 // instruction after its syscall (RCX), with its flags (R11) and its
 // segments, as sysret would.
 func (p *Partition) returnToUser(v *kvm.VCPU, t *thread, r *kvm.Regs) error {
+	if r.RCX >= 1<<47 {
+		return fmt.Errorf("return address %#x is not a canonical user address", r.RCX)
+	}
 	r.RIP = r.RCX
-	r.RFLAGS = r.R11
+	r.RFLAGS = r.R11 & 0x3C7FD7 // as SYSRET: no RF, VM or reserved bits
 	return p.resume(v, t, r)
 }
 
@@ -572,14 +582,19 @@ func (p *Partition) trap(v *kvm.VCPU, t *thread, vector uint8) (Exit, outcome) {
 		return p.syscall(v, t, &r)
 	}
 	s, _ := v.Sregs()
-	if vector == 14 && cs&3 == 3 && code&1 == 0 {
+	if vector == 14 && cs&3 == 3 && (code&1 == 0 || t.lastFault != s.CR2) {
+		// Not present (a first touch), or a protection fault on a page
+		// whose range allows the access now (mprotect widened it): back
+		// or remap it and retry. A protection fault that repeats at the
+		// same address is the program's.
+		if code&1 != 0 {
+			t.lastFault = s.CR2
+		}
 		p.mu.Lock()
 		err := p.as.back(s.CR2, code&2 != 0, code&16 != 0)
 		p.mu.Unlock()
 		switch {
 		case err == nil:
-			// A page the program may use, touched for the first time:
-			// it has a frame now; run the instruction again.
 			p.faults.Add(1)
 			r.RIP, r.RSP, r.RFLAGS = rip, rsp, rflags
 			if err := p.resume(v, t, &r); err != nil {
@@ -611,6 +626,8 @@ func (p *Partition) fault(v *kvm.VCPU, what string) Exit {
 
 // report describes the program's registers and its last system calls.
 func (p *Partition) report(r kvm.Regs) string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
 	var b strings.Builder
 	fmt.Fprintf(&b, "rip %#x rsp %#x rflags %#x\n", r.RIP, r.RSP, r.RFLAGS)
 	fmt.Fprintf(&b, "rax %#x rbx %#x rcx %#x rdx %#x rsi %#x rdi %#x rbp %#x\n", r.RAX, r.RBX, r.RCX, r.RDX, r.RSI, r.RDI, r.RBP)

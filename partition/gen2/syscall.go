@@ -67,6 +67,10 @@ const (
 
 var bootTime = time.Now()
 
+// maxCountedSyscall: unserved system calls are counted by number below
+// it (Linux's table ends near 460), and together at or above it.
+const maxCountedSyscall = 512
+
 // syscall serves the system call thread t stopped on (r holds its
 // registers, its stack pointer included) and returns to the program.
 func (p *Partition) syscall(v *kvm.VCPU, t *thread, r *kvm.Regs) (Exit, outcome) {
@@ -103,7 +107,7 @@ func (p *Partition) serve(t *thread, r *kvm.Regs, nr, a0, a1, a2, a3, a4 uint64)
 		// requests are dropped.
 	case sysExit:
 		if p.exitThread(t) {
-			return 0, Exit{Clean: true, Code: int(int32(a0)), Message: fmt.Sprintf("program exited with status %d", int32(a0))}, partitionEnds
+			return 0, Exit{Clean: true, Code: int(a0 & 0xFF), Message: fmt.Sprintf("program exited with status %d", a0&0xFF)}, partitionEnds
 		}
 		return 0, Exit{}, threadEnds
 	case sysWrite:
@@ -143,17 +147,24 @@ func (p *Partition) serve(t *thread, r *kvm.Regs, nr, a0, a1, a2, a3, a4 uint64)
 	case sysEpollWait, sysEpollPwait:
 		ret = p.epollWait(a0, a1, a2, int32(a3))
 	case sysExitGroup:
-		return 0, Exit{Clean: true, Code: int(int32(a0)), Message: fmt.Sprintf("program exited with status %d", int32(a0))}, partitionEnds
+		return 0, Exit{Clean: true, Code: int(a0 & 0xFF), Message: fmt.Sprintf("program exited with status %d", a0&0xFF)}, partitionEnds
 	case sysBrk:
 		// The break grows into free address space; it never shrinks
 		// below where it started.
 		end := (a0 + 0xFFF) &^ 0xFFF
 		cur := (p.brk + 0xFFF) &^ 0xFFF
 		if a0 >= p.brkStart && a0 < mmapBase && (end <= cur || p.as.free(cur, end)) {
-			if end > cur {
-				p.as.add(cur, end, protRead|protWrite)
+			switch {
+			case end > cur:
+				if p.as.add(cur, end, protRead|protWrite) {
+					p.brk = a0
+				}
+			case end < cur:
+				p.as.remove(end, cur)
+				p.brk = a0
+			default:
+				p.brk = a0
 			}
-			p.brk = a0
 		}
 		ret = int64(p.brk)
 	case sysMmap:
@@ -222,7 +233,11 @@ func (p *Partition) serve(t *thread, r *kvm.Regs, nr, a0, a1, a2, a3, a4 uint64)
 			ret = -eFAULT
 		}
 	default:
-		c, _ := p.enosys.LoadOrStore(nr, new(atomic.Uint64))
+		key := nr
+		if key >= maxCountedSyscall {
+			key = maxCountedSyscall // one counter for all numbers above the table
+		}
+		c, _ := p.enosys.LoadOrStore(key, new(atomic.Uint64))
 		c.(*atomic.Uint64).Add(1)
 		ret = -eNOSYS
 	}
@@ -251,14 +266,15 @@ func (p *Partition) mmap(addr, length, prot, flags, fd uint64) int64 {
 		if flags&mapFixedNoReplace != 0 && !p.as.free(addr, addr+length) {
 			return -eEXIST
 		}
-		p.as.add(addr, addr+length, uint32(prot))
+		if !p.as.add(addr, addr+length, uint32(prot)) {
+			return -eNOMEM
+		}
 		return int64(addr)
 	}
 	at, ok := p.as.place(addr&^0xFFF, length)
-	if !ok {
+	if !ok || !p.as.add(at, at+length, uint32(prot)) {
 		return -eNOMEM
 	}
-	p.as.add(at, at+length, uint32(prot))
 	return int64(at)
 }
 
@@ -503,7 +519,12 @@ func (p *Partition) futex(uaddr, op, val, timeout uint64) int64 {
 		}
 		p.mu.Lock()
 		if ret != 0 {
-			p.dropWaiter(pa, ch)
+			select {
+			case <-ch:
+				ret = 0 // a wake raced the timeout: it counted this waiter
+			default:
+				p.dropWaiter(pa, ch)
+			}
 		}
 		return ret
 	case futexWake, futexWakeBitset:

@@ -118,10 +118,14 @@ func (as *addressSpace) translate(va uint64, write bool) (uint64, bool) {
 	e, err := as.pte(va, false)
 	if err == nil && e != 0 {
 		if v := binary.LittleEndian.Uint64(as.mem[e:]); v&ptePresent != 0 {
-			if v&pteUser == 0 || write && v&pteWrite == 0 {
+			pa, ok := as.frameOf(v)
+			if !ok || v&pteUser == 0 {
 				return 0, false
 			}
-			return v&0x000FFFFFFFFFF000 | va&0xFFF, true
+			if !write || v&pteWrite != 0 {
+				return pa | va&0xFFF, true
+			}
+			// A read-only page the range may now allow writing to.
 		}
 	}
 	if as.back(va, write, false) != nil {
@@ -132,6 +136,18 @@ func (as *addressSpace) translate(va uint64, write bool) (uint64, bool) {
 
 // errNoAccess: no range of the program's allows the access.
 var errNoAccess = errors.New("gen2: no mapping allows the access")
+
+// frameOf returns the frame a page-table entry names, if it is inside
+// the partition's memory (only the worker writes page tables, but a bad
+// entry must not take the worker down).
+func (as *addressSpace) frameOf(pte uint64) (uint64, bool) {
+	pa := pte & 0x000FFFFFFFFFF000
+	return pa, pa >= userBase && pa+4096 <= uint64(len(as.mem))
+}
+
+// maxRanges bounds the program's address-space ranges (Linux's default
+// vm.max_map_count).
+const maxRanges = 65530
 
 // back gives the page at va a frame if a range allows the access:
 // errNoAccess if none does, errNoMemory if the partition's memory is used
@@ -211,13 +227,31 @@ func (as *addressSpace) free(start, end uint64) bool {
 	return i == len(as.vmas) || as.vmas[i].start >= end
 }
 
-// add records [start, end) with prot, replacing whatever overlapped it.
-func (as *addressSpace) add(start, end uint64, prot uint32) {
+// add records [start, end) with prot, replacing whatever overlapped it
+// and merging with neighbours of the same protection; false if the
+// program has too many ranges.
+func (as *addressSpace) add(start, end uint64, prot uint32) bool {
 	as.remove(start, end)
 	i := sort.Search(len(as.vmas), func(i int) bool { return as.vmas[i].start >= start })
+	if i > 0 && as.vmas[i-1].end == start && as.vmas[i-1].prot == prot {
+		as.vmas[i-1].end = end
+		if i < len(as.vmas) && as.vmas[i].start == end && as.vmas[i].prot == prot {
+			as.vmas[i-1].end = as.vmas[i].end
+			as.vmas = append(as.vmas[:i], as.vmas[i+1:]...)
+		}
+		return true
+	}
+	if i < len(as.vmas) && as.vmas[i].start == end && as.vmas[i].prot == prot {
+		as.vmas[i].start = start
+		return true
+	}
+	if len(as.vmas) >= maxRanges {
+		return false
+	}
 	as.vmas = append(as.vmas, vma{})
 	copy(as.vmas[i+1:], as.vmas[i:])
 	as.vmas[i] = vma{start, end, prot}
+	return true
 }
 
 // remove forgets [start, end), splitting ranges that straddle it.
@@ -273,7 +307,11 @@ func (as *addressSpace) load(va uint64, b []byte) error {
 			return err
 		}
 		e, _ := as.pte(va, false)
-		pa := binary.LittleEndian.Uint64(as.mem[e:])&0x000FFFFFFFFFF000 | va&0xFFF
+		frame, ok := as.frameOf(binary.LittleEndian.Uint64(as.mem[e:]))
+		if e == 0 || !ok {
+			return fmt.Errorf("gen2: load at %#x: no frame", va)
+		}
+		pa := frame | va&0xFFF
 		k := min(uint64(len(b)), 4096-va%4096)
 		copy(as.mem[pa:pa+k], b[:k])
 		va, b = va+k, b[k:]

@@ -1,6 +1,6 @@
 /*
  * A Generation 2 test program: a static x86-64 Linux executable that
- * makes one system call the shim does not serve (999), prints a banner
+ * makes one system call the shim does not serve (500), prints a banner
  * and then a tick every 100 ms, for ever (the
  * root service's tests turn it off), or exits with status 0 after
  * printing the banner when argv has a second argument.
@@ -10,7 +10,7 @@
 	.text
 _start:
 	mov (%rsp), %r12            /* argc */
-	mov $999, %eax              /* unserved: ENOSYS, counted */
+	mov $500, %eax              /* unserved: ENOSYS, counted */
 	syscall
 	mov $1, %eax
 	mov $1, %edi

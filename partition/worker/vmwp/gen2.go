@@ -108,7 +108,11 @@ func (g *gen2Partition) ConsoleInput(io.Reader) error { return nil }
 func (g *gen2Partition) Stats() *control.Stats {
 	unserved := map[string]uint64{}
 	for nr, n := range g.p.ENOSYSCounts() {
-		unserved[strconv.FormatUint(nr, 10)] = n
+		key := strconv.FormatUint(nr, 10)
+		if nr >= 512 {
+			key = "other"
+		}
+		unserved[key] = n
 	}
 	return &control.Stats{Exits: map[string]uint64{"syscall": g.p.Syscalls()}, Unserved: unserved, Paused: g.p.Paused()}
 }
