@@ -581,3 +581,25 @@ func TestGoGuestThroughTheAPI(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// TestGen2ConsoleInput: bytes sent to a Gen2 partition's console through
+// the API reach its program's standard input.
+func TestGen2ConsoleInput(t *testing.T) {
+	requireKVM(t)
+	v := startVMMS(t, t.TempDir())
+	prog := testguest.Gen2Echo(t, t.TempDir())
+	name := unique("g2echo")
+	if status := v.call("POST", wmiapi.Prefix+"/Msvm_VirtualSystemManagementService/DefineSystem", wmiapi.DefineSystemRequest{
+		SystemSettings:   wmiapi.VirtualSystemSettingData{ElementName: name, VirtualSystemSubType: wmiapi.SubTypeGen2, GuestFile: prog},
+		ResourceSettings: []wmiapi.ResourceSettingData{{ResourceType: wmiapi.ResourceMemory, VirtualQuantity: 16}}}, nil); status != 201 {
+		t.Fatalf("define: %d", status)
+	}
+	if j := v.change(name, wmiapi.RequestRunning); j.JobState != wmiapi.JobCompleted {
+		t.Fatalf("start: %+v", j)
+	}
+	v.sendConsole(name, "through the API\n")
+	v.waitConsole(name, 20*time.Second, "through the API")
+	if j := v.change(name, wmiapi.RequestOff); j.JobState != wmiapi.JobCompleted {
+		t.Fatalf("turn off: %+v", j)
+	}
+}

@@ -109,11 +109,22 @@ const Gen2Banner = "GEN2-GUEST-READY-9c1e"
 
 // Gen2Program builds testdata/gen2.S as a static x86-64 executable in dir
 // and returns its path.
-func Gen2Program(t testing.TB, dir string) string {
+func Gen2Program(t testing.TB, dir string) string { return Static64(t, dir, source("gen2")) }
+
+// Gen2Echo builds partition/gen2/testdata/echo.S (standard input to
+// standard output until the input ends) in dir.
+func Gen2Echo(t testing.TB, dir string) string {
+	_, file, _, _ := runtime.Caller(0)
+	return Static64(t, dir, filepath.Join(filepath.Dir(file), "..", "..", "partition", "gen2", "testdata", "echo.S"))
+}
+
+// Static64 assembles and links src as a static x86-64 executable in dir.
+func Static64(t testing.TB, dir, src string) string {
 	t.Helper()
 	as, ld := testenv.RequireTool(t, "as"), testenv.RequireTool(t, "ld")
-	obj, bin := filepath.Join(t.TempDir(), "gen2.o"), filepath.Join(dir, "gen2")
-	for _, cmd := range [][]string{{as, "--64", "-o", obj, source("gen2")}, {ld, "-static", "-o", bin, obj}} {
+	name := strings.TrimSuffix(filepath.Base(src), ".S")
+	obj, bin := filepath.Join(t.TempDir(), name+".o"), filepath.Join(dir, name)
+	for _, cmd := range [][]string{{as, "--64", "-o", obj, src}, {ld, "-static", "-o", bin, obj}} {
 		if out, err := exec.Command(cmd[0], cmd[1:]...).CombinedOutput(); err != nil {
 			t.Fatalf("%v: %v\n%s", cmd, err, out)
 		}

@@ -41,7 +41,7 @@ func FuzzServe(f *testing.F) {
 		as.add(0x400000, 0x402000, protRead|protWrite)
 		p := &Partition{cfg: Config{Name: "fuzz", Memory: size, Console: io.Discard}, mem: mem, as: as,
 			brkStart: 0x402000, brk: 0x402000, threads: map[int]*thread{}, futexes: map[uint64][]chan struct{}{}, end: make(chan struct{}),
-			files: map[int64]*file{}, fileChange: make(chan struct{})}
+			files: map[int64]*file{}, fileChange: make(chan struct{}), inputEOF: true, inputChange: make(chan struct{})}
 		th := &thread{tid: 1}
 		p.threads[1] = th
 		for len(b) >= 48 {

@@ -1,10 +1,11 @@
 package gen2
 
 import (
-	"os/exec"
+	"io"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/partita-hv/partita/internal/testenv"
 	"github.com/partita-hv/partita/internal/testguest"
@@ -14,16 +15,7 @@ import (
 func program(t *testing.T, name string) string { return programB(t, name) }
 
 func programB(t testing.TB, name string) string {
-	t.Helper()
-	as, ld := testenv.RequireTool(t, "as"), testenv.RequireTool(t, "ld")
-	dir := t.TempDir()
-	obj, bin := filepath.Join(dir, name+".o"), filepath.Join(dir, name)
-	for _, c := range [][]string{{as, "--64", "-o", obj, filepath.Join("testdata", name+".S")}, {ld, "-static", "-o", bin, obj}} {
-		if out, err := exec.Command(c[0], c[1:]...).CombinedOutput(); err != nil {
-			t.Fatalf("%v: %v\n%s", c, err, out)
-		}
-	}
-	return bin
+	return testguest.Static64(t, t.TempDir(), filepath.Join("testdata", name+".S"))
 }
 
 func run(t *testing.T, prog string, args ...string) (Exit, string, *Partition) {
@@ -152,4 +144,36 @@ func TestMprotectWidens(t *testing.T) {
 		t.Fatalf("compat: %+v", exit)
 	}
 	t.Logf("compat: %s", exit.Message)
+}
+
+// TestConsoleInput: what arrives on the console input reaches the
+// program's fd 0, slowly or all at once, and its end is read's 0.
+func TestConsoleInput(t *testing.T) {
+	testenv.RequireKVM(t)
+	prog := program(t, "echo")
+	r, w := io.Pipe()
+	var out testenv.Buffer
+	p, err := New(Config{Name: "echo", Program: prog, Memory: 16 << 20, Console: &out, ConsoleIn: r})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	done := make(chan Exit, 1)
+	go func() { done <- p.Run() }()
+	want := "first line\n" + strings.Repeat("x", 100<<10) + "\nlast\n"
+	go func() {
+		io.WriteString(w, "first line\n")
+		time.Sleep(50 * time.Millisecond)
+		io.WriteString(w, want[len("first line\n"):])
+		w.Close()
+	}()
+	select {
+	case exit := <-done:
+		if !exit.Clean || exit.Code != 0 || out.String() != want {
+			t.Fatalf("exit %+v; echoed %d bytes of %d", exit, len(out.String()), len(want))
+		}
+	case <-time.After(30 * time.Second):
+		p.Stop("test timeout")
+		t.Fatalf("no end; echoed %d bytes", len(out.String()))
+	}
 }

@@ -20,13 +20,14 @@ import (
 
 // Config describes a Generation 2 partition.
 type Config struct {
-	Name    string
-	Program string   // static x86-64 executable
-	Args    []string // argv[1:]
-	Env     []string
-	Memory  uint64    // bytes, whole 2 MiB pages, 4 MiB to 4 GiB
-	Console io.Writer // what the program writes to fds 1 and 2
-	Logger  hclog.Logger
+	Name      string
+	Program   string   // static x86-64 executable
+	Args      []string // argv[1:]
+	Env       []string
+	Memory    uint64    // bytes, whole 2 MiB pages, 4 MiB to 4 GiB
+	Console   io.Writer // what the program writes to fds 1 and 2
+	ConsoleIn io.Reader // what it reads from fd 0 (nil: end of input at once)
+	Logger    hclog.Logger
 
 	// GuestMemory, if set, is the partition's memory (the root's memfd);
 	// its size must be Memory. New takes ownership whatever the outcome.
@@ -71,6 +72,10 @@ type Partition struct {
 	endOnce    sync.Once
 	exit       Exit
 
+	input       []byte        // console input not yet read; guarded by mu
+	inputEOF    bool          // ConsoleIn ended; guarded by mu
+	inputChange chan struct{} // closed (and replaced) when input arrives or ends; guarded by mu
+
 	pauseMu   sync.Mutex
 	pauseCond *sync.Cond
 	paused    bool // guarded by pauseMu
@@ -109,6 +114,10 @@ func New(cfg Config) (*Partition, error) {
 		threads: map[int]*thread{}, futexes: map[uint64][]chan struct{}{}, end: make(chan struct{}),
 		files: map[int64]*file{}, fileChange: make(chan struct{})}
 	p.pauseCond = sync.NewCond(&p.pauseMu)
+	p.inputChange = make(chan struct{})
+	if cfg.ConsoleIn == nil {
+		p.inputEOF = true
+	}
 	x, err := elf.Parse(img, userFloor, mmapBase)
 	if err != nil {
 		p.Close()
@@ -271,10 +280,76 @@ func (p *Partition) Run() Exit {
 	if err != nil {
 		return Exit{Message: err.Error()}
 	}
+	if p.cfg.ConsoleIn != nil {
+		go p.pumpInput(p.cfg.ConsoleIn)
+	}
 	p.startThread(t)
 	<-p.end
 	p.threadsWG.Wait()
 	return p.exit
+}
+
+// maxInput is the console input the worker holds for the program; the
+// pump stops reading while it is full.
+const maxInput = 64 << 10
+
+// pumpInput moves console input to the program's fd 0 until the reader
+// ends or the partition does (a pump blocked in Read stays until the
+// reader yields; the worker process ends then).
+func (p *Partition) pumpInput(r io.Reader) {
+	buf := make([]byte, 4096)
+	for !p.ended() {
+		p.mu.Lock()
+		for len(p.input) >= maxInput && !p.ended() {
+			change := p.inputChange
+			p.mu.Unlock()
+			select {
+			case <-change:
+			case <-p.end:
+			}
+			p.mu.Lock()
+		}
+		p.mu.Unlock()
+		n, err := r.Read(buf)
+		p.mu.Lock()
+		p.input = append(p.input, buf[:n]...)
+		if err != nil {
+			p.inputEOF = true
+		}
+		close(p.inputChange)
+		p.inputChange = make(chan struct{})
+		p.mu.Unlock()
+		if err != nil {
+			return
+		}
+	}
+}
+
+// readInput serves read(0): it waits (p.mu released) for input, and
+// returns 0 at its end.
+func (p *Partition) readInput(buf, n uint64) int64 {
+	for len(p.input) == 0 {
+		if p.inputEOF {
+			return 0
+		}
+		change := p.inputChange
+		p.mu.Unlock()
+		select {
+		case <-change:
+			p.mu.Lock()
+		case <-p.end:
+			p.mu.Lock()
+			return -eINTR
+		}
+	}
+	k := min(n, uint64(len(p.input)), maxIO)
+	if !p.as.copyOut(buf, p.input[:k]) {
+		return -eFAULT
+	}
+	p.input = p.input[k:]
+	close(p.inputChange) // room for the pump
+	p.inputChange = make(chan struct{})
+	return int64(k)
 }
 
 // newThread makes a thread record; the caller holds p.mu.

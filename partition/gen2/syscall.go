@@ -129,9 +129,11 @@ func (p *Partition) serve(t *thread, r *kvm.Regs, nr, a0, a1, a2, a3, a4 uint64)
 	case sysRead:
 		if f := p.files[int64(a0)]; f != nil && f.kind == kindEventfd {
 			ret = p.eventfdRead(f, a1, a2)
-		} else if a0 != 0 {
+		} else if a0 == 0 {
+			ret = p.readInput(a1, a2)
+		} else {
 			ret = -eBADF
-		} // fd 0: end of input (no console input yet)
+		}
 	case sysClose:
 		if p.files[int64(a0)] != nil {
 			delete(p.files, int64(a0))

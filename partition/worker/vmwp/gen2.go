@@ -57,7 +57,7 @@ type gen2Partition struct {
 }
 
 func startGen2(st *control.Start, mem *memory.Memory, log hclog.Logger) (*gen2Partition, error) {
-	p, err := gen2.New(gen2.Config{Name: st.Name, Program: st.Program, Memory: st.MemoryBytes, Console: os.Stdout,
+	p, err := gen2.New(gen2.Config{Name: st.Name, Program: st.Program, Memory: st.MemoryBytes, Console: os.Stdout, ConsoleIn: os.Stdin,
 		Logger: log, GuestMemory: mem})
 	if err != nil {
 		return nil, err
@@ -102,7 +102,8 @@ func (g *gen2Partition) Wait() worker.StopReason {
 
 func (g *gen2Partition) Close() error { return g.p.Close() }
 
-// ConsoleInput: the program has no console input yet; nothing to feed.
+// ConsoleInput: the program reads the worker's standard input itself
+// (gen2.Config.ConsoleIn); nothing to feed here.
 func (g *gen2Partition) ConsoleInput(io.Reader) error { return nil }
 
 func (g *gen2Partition) Stats() *control.Stats {
