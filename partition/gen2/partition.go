@@ -27,6 +27,7 @@ type Config struct {
 	Memory    uint64    // bytes, whole 2 MiB pages, 4 MiB to 4 GiB
 	Console   io.Writer // what the program writes to fds 1 and 2
 	ConsoleIn io.Reader // what it reads from fd 0 (nil: end of input at once)
+	Bus       Bus       // where its hypercalls' messages and events go (nil: none answers)
 	Logger    hclog.Logger
 
 	// GuestMemory, if set, is the partition's memory (the root's memfd);
@@ -76,6 +77,9 @@ type Partition struct {
 	inputEOF    bool          // ConsoleIn ended; guarded by mu
 	inputChange chan struct{} // closed (and replaced) when input arrives or ends; guarded by mu
 
+	synicQueue  [synicSlots][]synicMessage // messages waiting for their slot; guarded by mu
+	synicChange chan struct{}              // closed (and replaced) on a delivery; guarded by mu
+
 	pauseMu   sync.Mutex
 	pauseCond *sync.Cond
 	paused    bool // guarded by pauseMu
@@ -115,6 +119,7 @@ func New(cfg Config) (*Partition, error) {
 		files: map[int64]*file{}, fileChange: make(chan struct{})}
 	p.pauseCond = sync.NewCond(&p.pauseMu)
 	p.inputChange = make(chan struct{})
+	p.synicChange = make(chan struct{})
 	if cfg.ConsoleIn == nil {
 		p.inputEOF = true
 	}
@@ -168,6 +173,18 @@ func New(cfg Config) (*Partition, error) {
 	p.brkStart = top
 	p.brk = p.brkStart
 	p.as.add(userTop-stackSize, userTop, protRead|protWrite)
+	// The hypercall page (a port write that faults, then ret) and the
+	// SynIC pages, backed now.
+	p.as.add(HypercallPage, HypercallPage+4096, protRead|protExec)
+	p.as.add(SynicMessagePage, SynicEventPage+4096, protRead|protWrite)
+	if err := p.as.load(HypercallPage, []byte{0xE6, syscallPort, 0xC3}); err != nil {
+		return nil, err
+	}
+	for _, pg := range []uint64{SynicMessagePage, SynicEventPage} {
+		if err := p.as.load(pg, make([]byte, 4096)); err != nil {
+			return nil, err
+		}
+	}
 	rsp, err := p.buildStack(x)
 	if err != nil {
 		return nil, err
@@ -655,6 +672,14 @@ func (p *Partition) trap(v *kvm.VCPU, t *thread, vector uint8) (Exit, outcome) {
 	if vector == 13 && rip == stubAddr && cs&3 == 3 && code == 0 {
 		r.RSP = rsp
 		return p.syscall(v, t, &r)
+	}
+	if vector == 13 && rip == HypercallPage && cs&3 == 3 && code == 0 {
+		r.RAX = p.hypercall(&r)
+		r.RIP, r.RSP, r.RFLAGS = rip+2, rsp, rflags // on to the page's ret
+		if err := p.resume(v, t, &r); err != nil {
+			return Exit{Message: fmt.Sprintf("resume the program: %v", err)}, partitionEnds
+		}
+		return Exit{}, goOn
 	}
 	s, _ := v.Sregs()
 	if vector == 14 && cs&3 == 3 && (code&1 == 0 || t.lastFault != s.CR2) {
