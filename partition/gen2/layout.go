@@ -37,7 +37,9 @@ const (
 
 // Ports the stubs write. An exception stub names its vector by the port
 // it writes (trapPortBase+vector for the 32 exceptions, trapPortOther for
-// any other vector) so that it changes no register of the program's.
+// any other vector) so that it changes no register of the program's. The
+// syscall landing and the hypercall page write syscallPort, which at CPL3
+// faults before it is written: any port would do.
 const (
 	syscallPort   = 0xE0
 	trapPortBase  = 0xC0
@@ -113,8 +115,6 @@ func buildKernelArea(mem []byte) error {
 		le.PutUint16(mem[tss+0x66:], 0x68)
 	}
 
-	// Syscall stub: out %al, $syscallPort; then hlt forever (never
-	// reached: the worker returns to the program itself).
 	// The syscall landing. On this KVM (PVM) a SYSCALL from user mode
 	// jumps to MSR_LSTAR without leaving user mode, so the landing is a
 	// user page whose first instruction, a port write, faults (#GP: CPL3
