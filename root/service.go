@@ -347,21 +347,7 @@ func (s *Service) AddResourceSettings(target string, rs []wmiapi.ResourceSetting
 	if len(rs) == 0 || len(rs) > maxDisksGen2+maxNICs {
 		return nil, invalid("want 1 to %d resource settings", maxDisksGen2+maxNICs)
 	}
-	var ids []string
-	d, err := s.modify(target, func(d *Definition) error {
-		for _, r := range rs {
-			id, err := applyRASD(d, r, true)
-			if err != nil {
-				return err
-			}
-			ids = append(ids, id)
-		}
-		return nil
-	})
-	if err != nil {
-		return nil, err
-	}
-	return pick(d, ids), nil
+	return s.applyResources(target, rs, true)
 }
 
 // ModifyResourceSettings changes resources named by InstanceID; all must
@@ -371,10 +357,16 @@ func (s *Service) ModifyResourceSettings(rs []wmiapi.ResourceSettingData) ([]wmi
 	if err != nil {
 		return nil, err
 	}
+	return s.applyResources(target, rs, false)
+}
+
+// applyResources adds (adding) or modifies resources of one partition in
+// one saved change, and returns their settings as they now are.
+func (s *Service) applyResources(target string, rs []wmiapi.ResourceSettingData, adding bool) ([]wmiapi.ResourceSettingData, error) {
 	var ids []string
 	d, err := s.modify(target, func(d *Definition) error {
 		for _, r := range rs {
-			id, err := applyRASD(d, r, false)
+			id, err := applyRASD(d, r, adding)
 			if err != nil {
 				return err
 			}

@@ -497,12 +497,7 @@ func TestGen2ProgramThroughTheAPI(t *testing.T) {
 	v := startVMMS(t, t.TempDir())
 	prog := testguest.Gen2Program(t, t.TempDir())
 	name := unique("gen2")
-	var res wmiapi.DefineSystemResult
-	if status := v.call("POST", wmiapi.Prefix+"/Msvm_VirtualSystemManagementService/DefineSystem", wmiapi.DefineSystemRequest{
-		SystemSettings:   wmiapi.VirtualSystemSettingData{ElementName: name, VirtualSystemSubType: wmiapi.SubTypeGen2, GuestFile: prog},
-		ResourceSettings: []wmiapi.ResourceSettingData{{ResourceType: wmiapi.ResourceMemory, VirtualQuantity: 16}}}, &res); status != 201 {
-		t.Fatalf("define: %d", status)
-	}
+	v.defineGen2(name, prog, 16)
 	if j := v.change(name, wmiapi.RequestRunning); j.JobState != wmiapi.JobCompleted {
 		t.Fatalf("start: %+v", j)
 	}
@@ -557,11 +552,7 @@ func TestGoGuestThroughTheAPI(t *testing.T) {
 	v := startVMMS(t, t.TempDir())
 	prog := testguest.GoGuest(t, t.TempDir())
 	name := unique("goguest")
-	if status := v.call("POST", wmiapi.Prefix+"/Msvm_VirtualSystemManagementService/DefineSystem", wmiapi.DefineSystemRequest{
-		SystemSettings:   wmiapi.VirtualSystemSettingData{ElementName: name, VirtualSystemSubType: wmiapi.SubTypeGen2, GuestFile: prog},
-		ResourceSettings: []wmiapi.ResourceSettingData{{ResourceType: wmiapi.ResourceMemory, VirtualQuantity: 256}, {ResourceType: wmiapi.ResourceProcessor, VirtualQuantity: 2}}}, nil); status != 201 {
-		t.Fatalf("define: %d", status)
-	}
+	v.defineGen2(name, prog, 256)
 	if j := v.change(name, wmiapi.RequestRunning); j.JobState != wmiapi.JobCompleted {
 		t.Fatalf("start: %+v", j)
 	}
@@ -589,11 +580,7 @@ func TestGen2ConsoleInput(t *testing.T) {
 	v := startVMMS(t, t.TempDir())
 	prog := testguest.Gen2Echo(t, t.TempDir())
 	name := unique("g2echo")
-	if status := v.call("POST", wmiapi.Prefix+"/Msvm_VirtualSystemManagementService/DefineSystem", wmiapi.DefineSystemRequest{
-		SystemSettings:   wmiapi.VirtualSystemSettingData{ElementName: name, VirtualSystemSubType: wmiapi.SubTypeGen2, GuestFile: prog},
-		ResourceSettings: []wmiapi.ResourceSettingData{{ResourceType: wmiapi.ResourceMemory, VirtualQuantity: 16}}}, nil); status != 201 {
-		t.Fatalf("define: %d", status)
-	}
+	v.defineGen2(name, prog, 16)
 	if j := v.change(name, wmiapi.RequestRunning); j.JobState != wmiapi.JobCompleted {
 		t.Fatalf("start: %+v", j)
 	}
@@ -601,5 +588,15 @@ func TestGen2ConsoleInput(t *testing.T) {
 	v.waitConsole(name, 20*time.Second, "through the API")
 	if j := v.change(name, wmiapi.RequestOff); j.JobState != wmiapi.JobCompleted {
 		t.Fatalf("turn off: %+v", j)
+	}
+}
+
+// defineGen2 defines a Generation 2 partition running prog.
+func (v *vmms) defineGen2(name, prog string, memMB uint64) {
+	v.t.Helper()
+	if status := v.call("POST", wmiapi.Prefix+"/Msvm_VirtualSystemManagementService/DefineSystem", wmiapi.DefineSystemRequest{
+		SystemSettings:   wmiapi.VirtualSystemSettingData{ElementName: name, VirtualSystemSubType: wmiapi.SubTypeGen2, GuestFile: prog},
+		ResourceSettings: []wmiapi.ResourceSettingData{{ResourceType: wmiapi.ResourceMemory, VirtualQuantity: memMB}}}, nil); status != 201 {
+		v.t.Fatalf("define %s: %d", name, status)
 	}
 }
