@@ -44,11 +44,20 @@ type HostTransport interface {
 	VPCount() uint32
 }
 
+// GuestMemory is guest physical memory as a guest sees it: in a test or a
+// second process, the whole memfd (*memory.Memory); inside a Generation 2
+// partition, the pages the program was given physical addresses for.
+type GuestMemory interface {
+	// Slice returns the bytes at [gpa, gpa+length), or an error if any
+	// of them is not there.
+	Slice(gpa, length uint64) ([]byte, error)
+}
+
 // GuestTransport is what the channel client (package vmbus/client) needs:
 // the guest's view of the same mechanisms.
 type GuestTransport interface {
 	// Memory is the guest's physical memory.
-	Memory() *memory.Memory
+	Memory() GuestMemory
 	// PostMessage is HvPostMessage with message type 1 (VMBus).
 	PostMessage(connID uint32, payload []byte) error
 	// RecvMessage blocks for the next message in the SINT 2 slot.

@@ -53,7 +53,7 @@ const firstGPADL = 0xE1E10
 // Client is a connected VMBus guest.
 type Client struct {
 	t       vmbus.GuestTransport
-	mem     *memory.Memory
+	mem     vmbus.GuestMemory
 	cfg     Config
 	version chanmsg.Version
 	msgConn uint32 // connection id for control messages after contact

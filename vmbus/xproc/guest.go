@@ -2,10 +2,8 @@ package xproc
 
 import (
 	"fmt"
-	"net"
 	"os"
 	"sync"
-	"syscall"
 
 	"golang.org/x/sys/unix"
 
@@ -21,18 +19,16 @@ var _ vmbus.GuestTransport = (*Guest)(nil)
 // socket reader stops reading (and the host's writes then block).
 const guestQueue = 64
 
-// Guest is the guest end of the transport.
+// Guest is the guest end of the transport: a Relay whose handler queues
+// messages for RecvMessage, keeps the doorbells and drains the event flags
+// into channel waiters.
 type Guest struct {
 	mem   *memory.Memory
-	conn  *net.UnixConn
-	rc    syscall.RawConn
 	flags *synic.EventFlags
-	irq   *os.File // our SINT 2 interrupt eventfd, read through the runtime poller
+	r     *Relay
 
-	msgs     chan []byte   // host messages, in socket order
-	readDone chan struct{} // closed when the socket reader returns
-	irqDone  chan struct{} // closed when the interrupt handler returns
-	quit     chan struct{} // closed by Close
+	msgs chan []byte   // host messages, in socket order
+	quit chan struct{} // closed by Close
 
 	mu      sync.RWMutex
 	bells   map[uint32]int         // connection id -> doorbell eventfd; guarded by mu
@@ -59,105 +55,68 @@ func Dial(conn *os.File, mem *memory.Memory, siefpGPA uint64) (*Guest, error) {
 	if err != nil {
 		return nil, err
 	}
-	uc, rc, err := seqpacketConn(conn)
-	if err != nil {
-		return nil, err
-	}
-	efd, err := newEventfd()
-	if err != nil {
-		uc.Close()
-		return nil, err
-	}
 	clear(page)
 	g := &Guest{
-		mem: mem, conn: uc, rc: rc, flags: flags,
-		irq:      os.NewFile(uintptr(efd), "vmbus-interrupt"),
-		msgs:     make(chan []byte, guestQueue),
-		readDone: make(chan struct{}),
-		irqDone:  make(chan struct{}),
-		quit:     make(chan struct{}),
-		bells:    make(map[uint32]int),
-		waiters:  make(map[uint32]*ring.Event),
+		mem: mem, flags: flags,
+		msgs:    make(chan []byte, guestQueue),
+		quit:    make(chan struct{}),
+		bells:   make(map[uint32]int),
+		waiters: make(map[uint32]*ring.Event),
 	}
-	if _, _, err := uc.WriteMsgUnix(helloFrame(siefpGPA), unix.UnixRights(efd), nil); err != nil {
-		uc.Close()
-		g.irq.Close()
-		return nil, fmt.Errorf("xproc: hello: %w", err)
+	if g.r, err = NewRelay(conn, siefpGPA, (*guestHandler)(g)); err != nil {
+		return nil, err
 	}
-	go g.readLoop()
-	go g.interruptLoop()
 	return g, nil
 }
 
 // Memory is the guest's physical memory.
-func (g *Guest) Memory() *memory.Memory { return g.mem }
+func (g *Guest) Memory() vmbus.GuestMemory { return g.mem }
 
-// readLoop handles host frames in socket order: messages are queued for
-// RecvMessage, doorbell frames update the doorbell table.
-func (g *Guest) readLoop() {
-	defer close(g.readDone)
-	buf := make([]byte, frameBuffer)
-	oob := make([]byte, unix.CmsgSpace(4))
-	for {
-		n, fds, flags, err := recvFrame(g.rc, buf, oob)
-		if err != nil {
-			return
-		}
-		f, err := parseHostFrame(buf[:n])
-		if err != nil || flags&(unix.MSG_TRUNC|unix.MSG_CTRUNC) != 0 {
-			closeAll(fds)
-			continue
-		}
-		switch {
-		case f.kind == kindMessage && len(fds) == 0:
-			select {
-			case g.msgs <- append(make([]byte, 0, len(f.payload)), f.payload...):
-			case <-g.quit:
-				return
-			}
-		case f.kind == kindDoorbell && len(fds) == 1:
-			g.mu.Lock()
-			if old, ok := g.bells[f.word]; ok {
-				unix.Close(old)
-			}
-			if g.closed {
-				unix.Close(fds[0])
-			} else {
-				g.bells[f.word] = fds[0]
-			}
-			g.mu.Unlock()
-		case f.kind == kindGone && len(fds) == 0:
-			g.mu.Lock()
-			if fd, ok := g.bells[f.word]; ok {
-				unix.Close(fd)
-				delete(g.bells, f.word)
-			}
-			g.mu.Unlock()
-		default:
-			closeAll(fds)
-		}
+// guestHandler is the Guest's side of its Relay.
+type guestHandler Guest
+
+func (h *guestHandler) Message(_ uint32, payload []byte) bool {
+	select {
+	case h.msgs <- append(make([]byte, 0, len(payload)), payload...):
+		return true
+	case <-h.quit:
+		return false
 	}
 }
 
-// interruptLoop is the guest's SINT 2 handler: on each interrupt it drains
-// the event flags and wakes each flagged channel's waiter. A flag with no
-// waiter is dropped, as Linux drops an event for a relid it has no channel
-// for.
-func (g *Guest) interruptLoop() {
-	defer close(g.irqDone)
-	var b [8]byte
-	for {
-		if _, err := g.irq.Read(b[:]); err != nil {
-			return
-		}
-		g.mu.RLock()
-		g.flags.Drain(func(flag uint32) {
-			if w := g.waiters[flag]; w != nil {
-				w.Signal()
-			}
-		})
-		g.mu.RUnlock()
+func (h *guestHandler) Doorbell(connID uint32, fd int) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if old, ok := h.bells[connID]; ok {
+		unix.Close(old)
 	}
+	if h.closed {
+		unix.Close(fd)
+		return
+	}
+	h.bells[connID] = fd
+}
+
+func (h *guestHandler) DoorbellGone(connID uint32) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if fd, ok := h.bells[connID]; ok {
+		unix.Close(fd)
+		delete(h.bells, connID)
+	}
+}
+
+// Interrupt is the guest's SINT 2 handler: it drains the event flags and
+// wakes each flagged channel's waiter. A flag with no waiter is dropped,
+// as Linux drops an event for a relid it has no channel for.
+func (h *guestHandler) Interrupt() {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	h.flags.Drain(func(flag uint32) {
+		if w := h.waiters[flag]; w != nil {
+			w.Signal()
+		}
+	})
 }
 
 // PostMessage is HvPostMessage with message type 1 (VMBus).
@@ -165,7 +124,7 @@ func (g *Guest) PostMessage(connID uint32, payload []byte) error {
 	if len(payload) > MaxPayload {
 		return fmt.Errorf("xproc: %d-byte message exceeds %d", len(payload), MaxPayload)
 	}
-	if _, _, err := g.conn.WriteMsgUnix(appendFrame(make([]byte, 0, headerSize+len(payload)), kindPost, connID, payload), nil, nil); err != nil {
+	if err := g.r.PostMessage(connID, payload); err != nil {
 		return fmt.Errorf("%w: %w", vmbus.ErrTransportClosed, err)
 	}
 	return nil
@@ -185,7 +144,7 @@ func (g *Guest) RecvMessage() ([]byte, error) {
 		return m, nil
 	case <-g.quit:
 		return nil, vmbus.ErrTransportClosed
-	case <-g.readDone:
+	case <-g.r.HungUp():
 		select {
 		case m := <-g.msgs:
 			return m, nil
@@ -259,10 +218,7 @@ func (g *Guest) Close() error {
 	close(g.quit)
 	g.mu.Unlock()
 
-	err := g.conn.Close() // stops readLoop
-	g.irq.Close()         // stops interruptLoop
-	<-g.readDone
-	<-g.irqDone
+	err := g.r.Close()
 
 	g.mu.Lock()
 	bells, waiters := g.bells, g.waiters
