@@ -14,9 +14,19 @@ import (
 // space. A program calls it with Hyper-V's register convention: RCX the
 // control word (call code in bits 0-15, bit 16 fast), RDX the input (its
 // own address of the input block, or the first fast argument), R8 the
-// output; the status comes back in RAX. The page holds a port write and
-// a ret: the write faults at CPL3, the worker serves the call and resumes
-// at the ret. Addresses in hypercall inputs are the program's own.
+// output; the status comes back in RAX, and RCX, RDX, R8 and the flags
+// are not preserved. The page's code (hypercallCode) takes one of two
+// paths:
+//
+//   - HvSignalEvent, fast, flag 0 (how VMBus signals a channel): the page
+//     writes the connection id to DoorbellPort itself. Each channel's
+//     doorbell is a KVM ioeventfd on that port matching its connection
+//     id, so the signal reaches the root without an exit to the worker.
+//     A connection id with no doorbell exits to the worker, which
+//     answers as the slow path would.
+//   - everything else: a port write that faults at CPL3 (the I/O bitmap
+//     refuses the port); the worker serves the call and resumes at the
+//     page's ret. Addresses in hypercall inputs are the program's own.
 //
 // The SynIC message page and event-flags page of the program (one pair,
 // for virtual processor 0, which is where VMBus delivers) sit at
@@ -25,29 +35,85 @@ import (
 // slot when it is free and queues them otherwise; the program frees the
 // slot (message_type 0) and, when msg_pending was set, asks for the next
 // with HvCallPartitaEOM. It sleeps until something arrives with
-// HvCallPartitaWait.
+// HvCallPartitaWait, or with the SysSynicWait system call (which a Go
+// program can make through package syscall, so that its runtime knows
+// the thread is blocked). A wake that finds no sleeper is kept for the
+// next wait, so a program that checks its pages and then waits loses
+// nothing that arrived in between.
+//
+// Shared memory needs physical addresses: HvCallPartitaAllocPages gives
+// the program physically contiguous zeroed pages, mapped at
+// PhysicalWindow plus their guest physical address, which the program
+// can then name in GPADLs.
 
 // Fixed addresses in every Generation 2 program's address space.
 const (
 	HypercallPage    = 0x7FFFFE000000
 	SynicMessagePage = 0x7FFFFE001000
 	SynicEventPage   = 0x7FFFFE002000
+	PhysicalWindow   = 0x7FF000000000 // + GPA: pages from HvCallPartitaAllocPages
+)
+
+// hypercallCode is the hypercall page:
+//
+//	00  cmp  rcx, 0x1005D     ; HvSignalEvent, fast?
+//	07  jne  1e
+//	09  mov  rax, rdx
+//	0c  shr  rax, 32          ; flag number and reserved bits zero?
+//	10  jnz  1e
+//	12  push rdx
+//	13  mov  eax, edx         ; the connection id
+//	15  mov  dx, DoorbellPort
+//	19  out  dx, eax          ; the doorbell
+//	1a  xor  eax, eax         ; HV_STATUS_SUCCESS
+//	1c  pop  rdx              ; an unmatched doorbell resumes here
+//	1d  ret
+//	1e  out  0xE0, al         ; the slow path: #GP, the worker serves it
+//	20  ret
+var hypercallCode = []byte{
+	0x48, 0x81, 0xF9, 0x5D, 0x00, 0x01, 0x00,
+	0x75, 0x15,
+	0x48, 0x89, 0xD0,
+	0x48, 0xC1, 0xE8, 0x20,
+	0x75, 0x0C,
+	0x52,
+	0x89, 0xD0,
+	0x66, 0xBA, DoorbellPort, 0x00,
+	0xEF,
+	0x31, 0xC0,
+	0x5A,
+	0xC3,
+	0xE6, syscallPort,
+	0xC3,
+}
+
+// Offsets in hypercallCode.
+const (
+	hypercallDoorbellDone = 0x1C
+	hypercallSlow         = 0x1E
 )
 
 // Hypercall codes: Hyper-V's, and Partita's own (0x8000 and up, where
 // Hyper-V defines none).
 const (
-	HvCallPostMessage   = 0x005C
-	HvCallSignalEvent   = 0x005D
-	HvCallPartitaEOM    = 0x8001 // deliver the next queued message of SINT RDX
-	HvCallPartitaWait   = 0x8002 // sleep until a message or event arrives, at most RDX microseconds
-	hypercallFast       = 1 << 16
-	maxMessagePayload   = 240
-	synicSlots          = 16
-	synicSlotSize       = 256
-	maxQueuedMessages   = 64
-	maxWaitMicroseconds = 10_000_000
+	HvCallPostMessage       = 0x005C
+	HvCallSignalEvent       = 0x005D
+	HvCallPartitaEOM        = 0x8001 // deliver the next queued message of SINT RDX
+	HvCallPartitaWait       = 0x8002 // sleep until a message or event arrives, at most RDX microseconds
+	HvCallPartitaAllocPages = 0x8003 // RDX pages, physically contiguous; their GPA goes to the 8 bytes at R8
+	HvCallPartitaFreePages  = 0x8004 // free RDX, a GPA AllocPages gave, of R8 pages
+	hypercallFast           = 1 << 16
+	maxMessagePayload       = 240
+	synicSlots              = 16
+	synicSlotSize           = 256
+	maxQueuedMessages       = 64
+	maxWaitMicroseconds     = 10_000_000
+	maxAllocPages           = 1 << 16 // 256 MiB in one call
 )
+
+// SysSynicWait is Partita's system call for HvCallPartitaWait: a0 the
+// longest sleep in microseconds (at most 10 s). It returns 0.
+const SysSynicWait = 1000
 
 // Hyper-V status codes.
 const (
@@ -55,6 +121,7 @@ const (
 	hvStatusInvalidHypercallCode = 0x2
 	hvStatusInvalidAlignment     = 0x4
 	hvStatusInvalidParameter     = 0x5
+	hvStatusInsufficientMemory   = 0xB
 	hvStatusInvalidConnectionID  = 0x12
 	hvStatusInsufficientBuffers  = 0x13
 )
@@ -73,19 +140,21 @@ type synicMessage struct {
 }
 
 // hypercall serves a call through the hypercall page; the caller resumes
-// the program after the page's port write.
+// the program after the page's port write. Bus calls are made without
+// p.mu, so a bus that waits on the root never holds up the partition.
 func (p *Partition) hypercall(r *kvm.Regs) uint64 {
 	control := r.RCX
 	code := control & 0xFFFF
 	fast := control&hypercallFast != 0
-	p.mu.Lock()
-	defer p.mu.Unlock()
+	p.hypercalls.Add(1)
 	switch {
 	case code == HvCallPostMessage && !fast:
 		if r.RDX%8 != 0 {
 			return hvStatusInvalidAlignment
 		}
+		p.mu.Lock()
 		in, ok := p.as.copyIn(r.RDX, 16+maxMessagePayload)
+		p.mu.Unlock()
 		if !ok {
 			return hvStatusInvalidParameter
 		}
@@ -94,25 +163,83 @@ func (p *Partition) hypercall(r *kvm.Regs) uint64 {
 		if size > maxMessagePayload || typ == 0 || typ&0x80000000 != 0 {
 			return hvStatusInvalidParameter
 		}
-		if p.cfg.Bus == nil {
+		if p.bus == nil {
 			return hvStatusInvalidConnectionID
 		}
-		return uint64(p.cfg.Bus.PostMessage(conn&0xFFFFFF, typ, in[16:16+size]))
+		return uint64(p.bus.PostMessage(conn&0xFFFFFF, typ, in[16:16+size]))
 	case code == HvCallSignalEvent && fast:
-		if p.cfg.Bus == nil {
+		if p.bus == nil {
 			return hvStatusInvalidConnectionID
 		}
-		return uint64(p.cfg.Bus.SignalEvent(uint32(r.RDX)&0xFFFFFF, uint16(r.RDX>>32)))
+		return uint64(p.bus.SignalEvent(uint32(r.RDX)&0xFFFFFF, uint16(r.RDX>>32)))
 	case code == HvCallPartitaEOM:
 		if r.RDX >= synicSlots {
 			return hvStatusInvalidParameter
 		}
+		p.mu.Lock()
+		defer p.mu.Unlock()
 		p.deliverQueued(int(r.RDX))
 		return hvStatusSuccess
 	case code == HvCallPartitaWait:
+		p.mu.Lock()
+		defer p.mu.Unlock()
 		return p.waitSynic(min(r.RDX, maxWaitMicroseconds))
+	case code == HvCallPartitaAllocPages:
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		return p.allocPages(r.RDX, r.R8)
+	case code == HvCallPartitaFreePages:
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		return p.freePages(r.RDX, r.R8)
 	}
 	return hvStatusInvalidHypercallCode
+}
+
+// unmatchedDoorbell answers a fast HvSignalEvent whose connection id no
+// ioeventfd matched: the bus decides, and the program goes on after the
+// page's doorbell write with the status in RAX.
+func (p *Partition) unmatchedDoorbell(v *kvm.VCPU, connID uint32) error {
+	p.doorbellExits.Add(1)
+	r, err := v.Regs()
+	if err != nil {
+		return err
+	}
+	status := uint64(hvStatusInvalidConnectionID)
+	if p.bus != nil {
+		status = uint64(p.bus.SignalEvent(connID&0xFFFFFF, 0))
+	}
+	r.RAX = status
+	r.RIP = HypercallPage + hypercallDoorbellDone
+	return v.SetRegs(r)
+}
+
+// allocPages serves HvCallPartitaAllocPages; the caller holds p.mu.
+func (p *Partition) allocPages(pages, out uint64) uint64 {
+	if pages == 0 || pages > maxAllocPages || out%8 != 0 {
+		return hvStatusInvalidParameter
+	}
+	if !p.as.copyOut(out, make([]byte, 8)) {
+		return hvStatusInvalidParameter
+	}
+	gpa, err := p.as.allocContiguous(pages, PhysicalWindow)
+	if err != nil {
+		return hvStatusInsufficientMemory
+	}
+	p.physAllocs[gpa] = pages
+	p.as.copyOut(out, binary.LittleEndian.AppendUint64(nil, gpa))
+	return hvStatusSuccess
+}
+
+// freePages serves HvCallPartitaFreePages; the caller holds p.mu. The
+// pages stay mapped in the window (see addressSpace.allocContiguous).
+func (p *Partition) freePages(gpa, pages uint64) uint64 {
+	if n, ok := p.physAllocs[gpa]; !ok || n != pages {
+		return hvStatusInvalidParameter
+	}
+	delete(p.physAllocs, gpa)
+	p.as.freeContiguous(gpa, pages)
+	return hvStatusSuccess
 }
 
 // synicSlot returns the frame bytes of a SINT's slot in a SynIC page.
@@ -129,17 +256,41 @@ func (p *Partition) synicSlot(page uint64, sint int) []byte {
 // the one there (setting its msg_pending flag); false if the queue is
 // full. The program is woken.
 func (p *Partition) DeliverMessage(sint int, messageType uint32, payload []byte) bool {
+	ok, _ := p.enqueueMessage(sint, messageType, payload)
+	return ok
+}
+
+// DeliverMessageWait is DeliverMessage that waits while the queue is
+// full; false if the message is bad or the partition has ended.
+func (p *Partition) DeliverMessageWait(sint int, messageType uint32, payload []byte) bool {
+	for {
+		ok, room := p.enqueueMessage(sint, messageType, payload)
+		if ok || room == nil {
+			return ok
+		}
+		select {
+		case <-room:
+		case <-p.end:
+			return false
+		}
+	}
+}
+
+// enqueueMessage queues a message for sint's slot. When the queue is
+// full it returns a channel closed once there is room; neither, for a bad
+// message.
+func (p *Partition) enqueueMessage(sint int, messageType uint32, payload []byte) (bool, <-chan struct{}) {
 	if sint < 0 || sint >= synicSlots || len(payload) > maxMessagePayload || messageType == 0 {
-		return false
+		return false, nil
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if len(p.synicQueue[sint]) >= maxQueuedMessages {
-		return false
+		return false, p.synicRoom
 	}
 	p.synicQueue[sint] = append(p.synicQueue[sint], synicMessage{messageType, append([]byte(nil), payload...)})
 	p.deliverQueued(sint)
-	return true
+	return true, nil
 }
 
 // deliverQueued moves the first queued message of sint into its slot if
@@ -156,6 +307,8 @@ func (p *Partition) deliverQueued(sint int) {
 	}
 	m := p.synicQueue[sint][0]
 	p.synicQueue[sint] = p.synicQueue[sint][1:]
+	close(p.synicRoom)
+	p.synicRoom = make(chan struct{})
 	clear(slot[4:])
 	slot[4] = byte(len(m.payload))
 	if len(p.synicQueue[sint]) > 0 {
@@ -183,23 +336,32 @@ func (p *Partition) SetEventFlag(sint int, flag uint16) bool {
 	return true
 }
 
-// synicWake wakes a program sleeping in HvCallPartitaWait; the caller
-// holds p.mu.
+// synicWake wakes a program sleeping in HvCallPartitaWait, or its next
+// wait if none sleeps; the caller holds p.mu.
 func (p *Partition) synicWake() {
+	p.synicPending = true
 	close(p.synicChange)
 	p.synicChange = make(chan struct{})
 }
 
 // waitSynic sleeps (p.mu released) until a message or event arrives, the
-// timeout passes, or the partition ends.
+// timeout passes, or the partition ends; it returns at once if one
+// arrived since the last wait.
 func (p *Partition) waitSynic(us uint64) uint64 {
+	if p.synicPending {
+		p.synicPending = false
+		return hvStatusSuccess
+	}
 	change := p.synicChange
 	p.mu.Unlock()
-	defer p.mu.Lock()
+	t := time.NewTimer(time.Duration(us) * time.Microsecond)
 	select {
 	case <-change:
-	case <-time.After(time.Duration(us) * time.Microsecond):
+	case <-t.C:
 	case <-p.end:
 	}
+	t.Stop()
+	p.mu.Lock()
+	p.synicPending = false
 	return hvStatusSuccess
 }

@@ -30,6 +30,8 @@ const (
 	kstackBase   = 0x20000 // exception stacks, kstackSize each
 	kstackSize   = 0x2000
 	tssSize      = 0x80    // one TSS per thread from tssAddr
+	tssLimit     = 0x7F    // the TSS and its I/O permission bitmap
+	ioMapBase    = 0x68    // the bitmap follows the TSS proper
 	userBase     = 2 << 20 // the program's memory starts here
 	largePage    = 2 << 20
 	maxMemory    = 4 << 30
@@ -45,6 +47,15 @@ const (
 	trapPortBase  = 0xC0
 	trapPortOther = 0xBF
 )
+
+// DoorbellPort is the one port the program may write itself (its TSS's
+// I/O permission bitmap allows it): the hypercall page's fast path for
+// HvSignalEvent writes the connection id there as a 32-bit value, and
+// each channel's doorbell is a KVM ioeventfd matching its connection id,
+// so a signal reaches the root without an exit to the worker. A write
+// that matches no doorbell exits to the worker, which answers it as the
+// slow path would.
+const DoorbellPort = 0x88
 
 // Selectors, laid out as Linux lays out its GDT: under PVM the guest's
 // user selectors are the host's (__USER32_CS 0x23, __USER_DS 0x2B,
@@ -102,17 +113,25 @@ func buildKernelArea(mem []byte) error {
 	for i, d := range gdt {
 		le.PutUint64(mem[gdtAddr+8*i:], d)
 	}
-	// The 64-bit TSS descriptor: base tssAddr, limit 0x67, type 9.
-	tssLo := uint64(0x67) | (tssAddr&0xFFFFFF)<<16 | uint64(0x89)<<40 | (tssAddr>>24&0xFF)<<56
+	// The 64-bit TSS descriptor: base tssAddr, type 9.
+	tssLo := uint64(tssLimit) | (tssAddr&0xFFFFFF)<<16 | uint64(0x89)<<40 | (tssAddr>>24&0xFF)<<56
 	le.PutUint64(mem[gdtAddr+selTSS:], tssLo)
 	le.PutUint64(mem[gdtAddr+selTSS+8:], tssAddr>>32)
 
-	// One TSS per thread slot: RSP0 for exceptions from CPL3; the I/O map
-	// base past the limit, so CPL3 has no ports at all.
+	// One TSS per thread slot: RSP0 for exceptions from CPL3, and an I/O
+	// permission bitmap up to the limit that allows the doorbell's four
+	// ports (a 32-bit write) alone; ports past the limit are refused too.
 	for i := 0; i < maxThreads; i++ {
 		tss := tssAddr + i*tssSize
 		le.PutUint64(mem[tss+4:], kstackTop(i))
-		le.PutUint16(mem[tss+0x66:], 0x68)
+		le.PutUint16(mem[tss+0x66:], ioMapBase)
+		bitmap := mem[tss+ioMapBase : tss+tssLimit+1]
+		for j := range bitmap {
+			bitmap[j] = 0xFF
+		}
+		for port := DoorbellPort; port < DoorbellPort+4; port++ {
+			bitmap[port/8] &^= 1 << (port % 8)
+		}
 	}
 
 	// The syscall landing. On this KVM (PVM) a SYSCALL from user mode

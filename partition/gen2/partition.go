@@ -27,8 +27,13 @@ type Config struct {
 	Memory    uint64    // bytes, whole 2 MiB pages, 4 MiB to 4 GiB
 	Console   io.Writer // what the program writes to fds 1 and 2
 	ConsoleIn io.Reader // what it reads from fd 0 (nil: end of input at once)
-	Bus       Bus       // where its hypercalls' messages and events go (nil: none answers)
-	Logger    hclog.Logger
+	Bus       Bus       // where its hypercalls' messages and events go (nil: none answers, unless VMBus is set)
+	// VMBus, if set, is the guest end of the root's VMBus transport
+	// socket (package vmbus/xproc): the partition's messages, doorbells
+	// and channel interrupts go to and from the root's VMBus host. The
+	// caller keeps the file.
+	VMBus  *os.File
+	Logger hclog.Logger
 
 	// GuestMemory, if set, is the partition's memory (the root's memfd);
 	// its size must be Memory. New takes ownership whatever the outcome.
@@ -77,8 +82,16 @@ type Partition struct {
 	inputEOF    bool          // ConsoleIn ended; guarded by mu
 	inputChange chan struct{} // closed (and replaced) when input arrives or ends; guarded by mu
 
-	synicQueue  [synicSlots][]synicMessage // messages waiting for their slot; guarded by mu
-	synicChange chan struct{}              // closed (and replaced) on a delivery; guarded by mu
+	synicQueue   [synicSlots][]synicMessage // messages waiting for their slot; guarded by mu
+	synicChange  chan struct{}              // closed (and replaced) on a delivery; guarded by mu
+	synicPending bool                       // a wake no wait has seen yet; guarded by mu
+	synicRoom    chan struct{}              // closed (and replaced) when a queued message moves to its slot; guarded by mu
+	physAllocs   map[uint64]uint64          // HvCallPartitaAllocPages ranges: GPA -> pages; guarded by mu
+
+	bus           Bus       // cfg.Bus, or the relay to the root's VMBus host
+	relay         *busRelay // nil without cfg.VMBus
+	hypercalls    atomic.Uint64
+	doorbellExits atomic.Uint64 // doorbell writes no ioeventfd matched
 
 	pauseMu   sync.Mutex
 	pauseCond *sync.Cond
@@ -120,6 +133,9 @@ func New(cfg Config) (*Partition, error) {
 	p.pauseCond = sync.NewCond(&p.pauseMu)
 	p.inputChange = make(chan struct{})
 	p.synicChange = make(chan struct{})
+	p.synicRoom = make(chan struct{})
+	p.physAllocs = map[uint64]uint64{}
+	p.bus = cfg.Bus
 	if cfg.ConsoleIn == nil {
 		p.inputEOF = true
 	}
@@ -177,7 +193,7 @@ func New(cfg Config) (*Partition, error) {
 	// SynIC pages, backed now.
 	p.as.add(HypercallPage, HypercallPage+4096, protRead|protExec)
 	p.as.add(SynicMessagePage, SynicEventPage+4096, protRead|protWrite)
-	if err := p.as.load(HypercallPage, []byte{0xE6, syscallPort, 0xC3}); err != nil {
+	if err := p.as.load(HypercallPage, hypercallCode); err != nil {
 		return nil, err
 	}
 	for _, pg := range []uint64{SynicMessagePage, SynicEventPage} {
@@ -197,6 +213,18 @@ func New(cfg Config) (*Partition, error) {
 	}
 	if err := p.vm.SetMemory(0, 0, mem, 0); err != nil {
 		return nil, err
+	}
+	if cfg.VMBus != nil {
+		siefp, ok := p.as.translate(SynicEventPage, true)
+		if !ok {
+			return nil, errors.New("gen2: the SynIC event-flags page is not mapped")
+		}
+		if p.relay, err = newBusRelay(p, cfg.VMBus, siefp); err != nil {
+			return nil, err
+		}
+		if p.bus == nil {
+			p.bus = p.relay
+		}
 	}
 	p.entry, p.rsp = x.Entry, rsp
 	ok = true
@@ -529,6 +557,12 @@ func (p *Partition) runThread(t *thread) (Exit, bool) {
 		switch r {
 		case kvm.ExitIO:
 			io := v.IO()
+			if io.Port == DoorbellPort && !io.In && io.Size == 4 && io.Count == 1 && len(io.Data) == 4 {
+				if err := p.unmatchedDoorbell(v, binary.LittleEndian.Uint32(io.Data)); err != nil {
+					return Exit{Message: fmt.Sprintf("resume the program: %v", err)}, true
+				}
+				continue
+			}
 			if io.In || io.Size != 1 || io.Count != 1 {
 				return p.fault(v, fmt.Sprintf("port access %#x from guest kernel mode", io.Port)), true
 			}
@@ -589,7 +623,7 @@ func (p *Partition) setup(v *kvm.VCPU, t *thread) error {
 	code := kvm.Segment{Limit: 0xFFFFFFFF, Selector: selUserCode, Type: 0xB, Present: 1, DPL: 3, S: 1, L: 1, G: 1}
 	data := kvm.Segment{Limit: 0xFFFFFFFF, Selector: selUserData, Type: 0x3, Present: 1, DPL: 3, S: 1, DB: 1, G: 1}
 	s.CS, s.SS, s.DS, s.ES, s.FS, s.GS = code, data, data, data, data, data
-	s.TR = kvm.Segment{Base: tssAddr + uint64(t.slot)*tssSize, Limit: 0x67, Selector: selTSS, Type: 0xB, Present: 1}
+	s.TR = kvm.Segment{Base: tssAddr + uint64(t.slot)*tssSize, Limit: tssLimit, Selector: selTSS, Type: 0xB, Present: 1}
 	s.LDT = kvm.Segment{Unusable: 1}
 	s.GDT = kvm.DTable{Base: gdtAddr, Limit: selTSS + 16 - 1}
 	s.IDT = kvm.DTable{Base: idtAddr, Limit: 256*16 - 1}
@@ -673,7 +707,7 @@ func (p *Partition) trap(v *kvm.VCPU, t *thread, vector uint8) (Exit, outcome) {
 		r.RSP = rsp
 		return p.syscall(v, t, &r)
 	}
-	if vector == 13 && rip == HypercallPage && cs&3 == 3 && code == 0 {
+	if vector == 13 && rip == HypercallPage+hypercallSlow && cs&3 == 3 && code == 0 {
 		r.RAX = p.hypercall(&r)
 		r.RIP, r.RSP, r.RFLAGS = rip+2, rsp, rflags // on to the page's ret
 		if err := p.resume(v, t, &r); err != nil {
@@ -756,9 +790,14 @@ func (p *Partition) ENOSYSCounts() map[uint64]uint64 {
 	return m
 }
 
-// Close releases the VM and the memory.
+// Close ends the partition if it runs and releases the VMBus relay, the
+// VM and the memory.
 func (p *Partition) Close() error {
+	p.finish(Exit{Message: "partition closed"})
 	var errs []error
+	if p.relay != nil {
+		errs = append(errs, p.relay.close())
+	}
 	if p.vm != nil {
 		errs = append(errs, p.vm.Close())
 	}

@@ -219,6 +219,8 @@ func (p *Partition) serve(t *thread, r *kvm.Regs, nr, a0, a1, a2, a3, a4 uint64)
 		ret = p.clockGettime(a0, a1)
 	case sysNanosleep:
 		ret = p.nanosleep(a0)
+	case SysSynicWait:
+		p.waitSynic(min(a0, maxWaitMicroseconds))
 	case sysGetrandom:
 		b := randomBytes(int(min(a1, maxIO)))
 		if !p.as.copyOut(a0, b) {

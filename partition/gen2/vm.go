@@ -353,3 +353,49 @@ func (as *addressSpace) copyOut(va uint64, b []byte) bool {
 	}
 	return true
 }
+
+// allocContiguous takes pages physically contiguous zeroed frames and maps
+// them read/write at window plus their physical address, so that the
+// program can both use them and name them to the host (ring buffers).
+// It returns the first frame's physical address.
+//
+// Freed frames (freeContiguous) stay mapped in the window: taking a
+// mapping away needs TLB shootdown across vCPUs, which this version does
+// not do. A program that uses pages it freed corrupts only itself; the
+// same frames, allocated again, land at the same window address.
+func (as *addressSpace) allocContiguous(pages, window uint64) (uint64, error) {
+	if pages > as.freeFrames() {
+		return 0, errNoMemory
+	}
+	pa, err := as.frames.Alloc(int(pages))
+	if err != nil {
+		return 0, errNoMemory
+	}
+	as.used += pages
+	clear(as.mem[pa : pa+pages*4096])
+	le := binary.LittleEndian
+	for i := uint64(0); i < pages; i++ {
+		frame := pa + i*4096
+		e, err := as.pte(window+frame, true)
+		if err != nil {
+			// Page tables need frames too; give back what this call took.
+			as.frames.Free(pa, int(pages))
+			as.used -= pages
+			return 0, err
+		}
+		le.PutUint64(as.mem[e:], frame|ptePresent|pteWrite|pteUser|1<<63)
+	}
+	if !as.add(window+pa, window+pa+pages*4096, protRead|protWrite) {
+		as.frames.Free(pa, int(pages))
+		as.used -= pages
+		return 0, errNoMemory
+	}
+	return pa, nil
+}
+
+// freeContiguous gives back frames allocContiguous took.
+func (as *addressSpace) freeContiguous(pa, pages uint64) {
+	if as.frames.Free(pa, int(pages)) == nil {
+		as.used -= pages
+	}
+}

@@ -121,8 +121,8 @@ func (h *guestHandler) Interrupt() {
 
 // PostMessage is HvPostMessage with message type 1 (VMBus).
 func (g *Guest) PostMessage(connID uint32, payload []byte) error {
-	if len(payload) > MaxPayload {
-		return fmt.Errorf("xproc: %d-byte message exceeds %d", len(payload), MaxPayload)
+	if _, err := postFrame(connID, payload); err != nil {
+		return err
 	}
 	if err := g.r.PostMessage(connID, payload); err != nil {
 		return fmt.Errorf("%w: %w", vmbus.ErrTransportClosed, err)

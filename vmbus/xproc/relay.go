@@ -1,6 +1,7 @@
 package xproc
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -120,15 +121,53 @@ func (r *Relay) interruptLoop() {
 	}
 }
 
-// PostMessage is HvPostMessage with message type 1 (VMBus).
+// ErrBusy: TryPostMessage found the socket full (the host is not reading).
+var ErrBusy = errors.New("xproc: host's message queue is full")
+
+// PostMessage is HvPostMessage with message type 1 (VMBus). It blocks while
+// the socket is full.
 func (r *Relay) PostMessage(connID uint32, payload []byte) error {
-	if len(payload) > MaxPayload {
-		return fmt.Errorf("xproc: %d-byte message exceeds %d", len(payload), MaxPayload)
+	f, err := postFrame(connID, payload)
+	if err != nil {
+		return err
 	}
-	if _, _, err := r.conn.WriteMsgUnix(appendFrame(make([]byte, 0, headerSize+len(payload)), kindPost, connID, payload), nil, nil); err != nil {
+	if _, _, err := r.conn.WriteMsgUnix(f, nil, nil); err != nil {
 		return fmt.Errorf("xproc: post: %w", err)
 	}
 	return nil
+}
+
+// TryPostMessage is PostMessage that returns ErrBusy rather than wait,
+// for a caller that must not block on the host: a vCPU serving the
+// program's HvPostMessage answers HV_STATUS_INSUFFICIENT_BUFFERS then, as
+// Hyper-V does when the host's queue is full.
+func (r *Relay) TryPostMessage(connID uint32, payload []byte) error {
+	f, err := postFrame(connID, payload)
+	if err != nil {
+		return err
+	}
+	var serr error
+	if err := r.rc.Write(func(fd uintptr) bool {
+		serr = unix.Sendmsg(int(fd), f, nil, nil, unix.MSG_DONTWAIT)
+		return true
+	}); err != nil {
+		return fmt.Errorf("xproc: post: %w", err)
+	}
+	switch {
+	case serr == unix.EAGAIN:
+		return ErrBusy
+	case serr != nil:
+		return fmt.Errorf("xproc: post: %w", serr)
+	}
+	return nil
+}
+
+// postFrame builds a post frame.
+func postFrame(connID uint32, payload []byte) ([]byte, error) {
+	if len(payload) > MaxPayload {
+		return nil, fmt.Errorf("xproc: %d-byte message exceeds %d", len(payload), MaxPayload)
+	}
+	return appendFrame(make([]byte, 0, headerSize+len(payload)), kindPost, connID, payload), nil
 }
 
 // HungUp is closed once the socket reader has stopped: the host hung up,
