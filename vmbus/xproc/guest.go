@@ -1,6 +1,7 @@
 package xproc
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"sync"
@@ -9,7 +10,6 @@ import (
 
 	"github.com/partita-hv/partita/partition/memory"
 	"github.com/partita-hv/partita/vmbus"
-	"github.com/partita-hv/partita/vmbus/ring"
 	"github.com/partita-hv/partita/vmbus/synic"
 )
 
@@ -30,10 +30,11 @@ type Guest struct {
 	msgs chan []byte   // host messages, in socket order
 	quit chan struct{} // closed by Close
 
-	mu      sync.RWMutex
-	bells   map[uint32]int         // connection id -> doorbell eventfd; guarded by mu
-	waiters map[uint32]*ring.Event // event flag -> waiter; guarded by mu
-	closed  bool                   // guarded by mu
+	waiters *synic.Waiters
+
+	mu     sync.RWMutex
+	bells  map[uint32]int // connection id -> doorbell eventfd; guarded by mu
+	closed bool           // guarded by mu
 }
 
 // Dial attaches a guest to the host over conn, the socket end NewHost
@@ -61,7 +62,7 @@ func Dial(conn *os.File, mem *memory.Memory, siefpGPA uint64) (*Guest, error) {
 		msgs:    make(chan []byte, guestQueue),
 		quit:    make(chan struct{}),
 		bells:   make(map[uint32]int),
-		waiters: make(map[uint32]*ring.Event),
+		waiters: synic.NewWaiters(),
 	}
 	if g.r, err = NewRelay(conn, siefpGPA, (*guestHandler)(g)); err != nil {
 		return nil, err
@@ -106,18 +107,8 @@ func (h *guestHandler) DoorbellGone(connID uint32) {
 	}
 }
 
-// Interrupt is the guest's SINT 2 handler: it drains the event flags and
-// wakes each flagged channel's waiter. A flag with no waiter is dropped,
-// as Linux drops an event for a relid it has no channel for.
-func (h *guestHandler) Interrupt() {
-	h.mu.RLock()
-	defer h.mu.RUnlock()
-	h.flags.Drain(func(flag uint32) {
-		if w := h.waiters[flag]; w != nil {
-			w.Signal()
-		}
-	})
-}
+// Interrupt is the guest's SINT 2 handler.
+func (h *guestHandler) Interrupt() { h.waiters.Drain(h.flags) }
 
 // PostMessage is HvPostMessage with message type 1 (VMBus).
 func (g *Guest) PostMessage(connID uint32, payload []byte) error {
@@ -172,37 +163,20 @@ func (g *Guest) SignalEvent(connID uint32) error {
 // EventWaiter returns the waiter for event flag flag (1..2047, the
 // channel's relid). One waiter per flag; Close it to register another.
 func (g *Guest) EventWaiter(flag uint32) (vmbus.Doorbell, error) {
-	if flag == 0 || flag >= synic.FlagsPerSlot {
-		return nil, fmt.Errorf("xproc: event flag %d: %w", flag, synic.ErrBadFlag)
-	}
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	if g.closed {
+	g.mu.RLock()
+	closed := g.closed
+	g.mu.RUnlock()
+	if closed {
 		return nil, vmbus.ErrTransportClosed
 	}
-	if _, dup := g.waiters[flag]; dup {
-		return nil, fmt.Errorf("xproc: event flag %d already has a waiter", flag)
+	w, err := g.waiters.Add(flag)
+	if errors.Is(err, synic.ErrClosed) {
+		return nil, vmbus.ErrTransportClosed
 	}
-	w := &flagWaiter{Event: ring.NewEvent(), g: g, flag: flag}
-	g.waiters[flag] = w.Event
+	if err != nil {
+		return nil, fmt.Errorf("xproc: %w", err)
+	}
 	return w, nil
-}
-
-// flagWaiter wakes when the host sets its flag; Wait returns ring.ErrClosed
-// after Close (its own or the Guest's).
-type flagWaiter struct {
-	*ring.Event
-	g    *Guest
-	flag uint32
-}
-
-func (w *flagWaiter) Close() error {
-	w.g.mu.Lock()
-	if w.g.waiters[w.flag] == w.Event {
-		delete(w.g.waiters, w.flag)
-	}
-	w.g.mu.Unlock()
-	return w.Event.Close()
 }
 
 // Close detaches the guest: pending and later RecvMessage calls return
@@ -221,14 +195,12 @@ func (g *Guest) Close() error {
 	err := g.r.Close()
 
 	g.mu.Lock()
-	bells, waiters := g.bells, g.waiters
-	g.bells, g.waiters = map[uint32]int{}, map[uint32]*ring.Event{}
+	bells := g.bells
+	g.bells = map[uint32]int{}
 	g.mu.Unlock()
 	for _, fd := range bells {
 		unix.Close(fd)
 	}
-	for _, w := range waiters {
-		w.Close()
-	}
+	g.waiters.Close()
 	return err
 }
