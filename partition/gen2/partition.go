@@ -65,6 +65,9 @@ type Partition struct {
 
 	enosys sync.Map // syscall number -> *atomic.Uint64
 	calls  atomic.Uint64
+	// byNumber counts system calls by number, those at or above
+	// maxCountedSyscall together in the last.
+	byNumber [maxCountedSyscall + 1]atomic.Uint64
 	faults atomic.Uint64 // page faults served (first touches)
 
 	mu         sync.Mutex // guards as, brk, threads, nextTid, futexes, files, history
@@ -779,6 +782,31 @@ func (p *Partition) Stop(reason string) { p.finish(Exit{Message: reason}) }
 
 // Syscalls is how many system calls the program has made.
 func (p *Partition) Syscalls() uint64 { return p.calls.Load() }
+
+// Exits counts the program's exits to the worker, by reason: system
+// calls, hypercalls on the slow path, page faults served, and doorbell
+// writes no ioeventfd took. Doorbells KVM takes never reach the worker
+// and are not counted here.
+func (p *Partition) Exits() map[string]uint64 {
+	return map[string]uint64{
+		"syscall":       p.calls.Load(),
+		"hypercall":     p.hypercalls.Load(),
+		"page_fault":    p.faults.Load(),
+		"doorbell_miss": p.doorbellExits.Load(),
+	}
+}
+
+// SyscallCounts returns how often each system call was made (numbers at
+// or above 512 counted together as 512).
+func (p *Partition) SyscallCounts() map[uint64]uint64 {
+	m := map[uint64]uint64{}
+	for nr := range p.byNumber {
+		if n := p.byNumber[nr].Load(); n != 0 {
+			m[uint64(nr)] = n
+		}
+	}
+	return m
+}
 
 // ENOSYSCounts returns how often each unserved system call was made.
 func (p *Partition) ENOSYSCounts() map[uint64]uint64 {

@@ -76,6 +76,7 @@ const maxCountedSyscall = 512
 func (p *Partition) syscall(v *kvm.VCPU, t *thread, r *kvm.Regs) (Exit, outcome) {
 	nr := r.RAX
 	p.calls.Add(1)
+	p.byNumber[min(nr, maxCountedSyscall)].Add(1)
 	p.mu.Lock()
 	p.history[p.nhist%len(p.history)] = nr
 	p.nhist++

@@ -115,5 +115,5 @@ func (g *gen2Partition) Stats() *control.Stats {
 		}
 		unserved[key] = n
 	}
-	return &control.Stats{Exits: map[string]uint64{"syscall": g.p.Syscalls()}, Unserved: unserved, Paused: g.p.Paused()}
+	return &control.Stats{Exits: g.p.Exits(), Unserved: unserved, Paused: g.p.Paused()}
 }
