@@ -68,7 +68,7 @@ type Partition struct {
 	// byNumber counts system calls by number, those at or above
 	// maxCountedSyscall together in the last.
 	byNumber [maxCountedSyscall + 1]atomic.Uint64
-	faults atomic.Uint64 // page faults served (first touches)
+	faults   atomic.Uint64 // page faults served (first touches)
 
 	mu         sync.Mutex // guards as, brk, threads, nextTid, futexes, files, history
 	threads    map[int]*thread
