@@ -42,7 +42,7 @@ type Device struct {
 	outBytes atomic.Uint64
 
 	mu       sync.Mutex
-	input    []byte        // guarded by mu
+	input    []byte         // guarded by mu
 	ep       *ring.Endpoint // the open channel's; guarded by mu
 	ready    bool           // version agreed; guarded by mu
 	notified bool           // RX_DATA_AVAILABLE sent, not yet answered to its end; guarded by mu
