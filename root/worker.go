@@ -39,6 +39,7 @@ type worker struct {
 	cmd     *exec.Cmd
 	conn    *control.Conn
 	mem     *memory.Memory // the root's own mapping of guest memory, for VSPs
+	bus     *partitionBus  // a Generation 2 partition's VMBus host; set by start
 	in      *os.File       // the worker's COM1 input (its stdin)
 	stderr  *logLines
 	console *switchWriter
@@ -158,9 +159,24 @@ func (w *worker) start(ctx context.Context, d *Definition) error {
 	for i, disk := range d.Disks {
 		disks[i] = disk.Path
 	}
-	reply, err := w.request(ctx, &control.Message{Type: control.TypeStart, Start: &control.Start{
-		Name: d.Name, ID: d.ID, Generation: d.Generation, Firmware: d.Firmware, Program: d.Guest, Disks: disks,
-		MemoryBytes: d.MemoryMB << 20, Processors: d.Processors}}, mem.File())
+	st := &control.Start{Name: d.Name, ID: d.ID, Generation: d.Generation, Firmware: d.Firmware, Program: d.Guest, Disks: disks,
+		MemoryBytes: d.MemoryMB << 20, Processors: d.Processors}
+	files := []*os.File{mem.File()}
+	if d.Generation == 2 {
+		bus, guestEnd, err := newPartitionBus(mem, w.console, w.logger())
+		if err != nil {
+			w.kill()
+			<-w.done
+			return fmt.Errorf("VMBus host: %w", err)
+		}
+		defer guestEnd.Close() // the worker has its own once the request is sent
+		w.mu.Lock()
+		w.bus = bus
+		w.mu.Unlock()
+		st.VMBus = true
+		files = append(files, guestEnd)
+	}
+	reply, err := w.request(ctx, &control.Message{Type: control.TypeStart, Start: st}, files...)
 	if err != nil {
 		w.kill()
 		<-w.done
@@ -284,6 +300,9 @@ func (w *worker) supervise() {
 	w.conn.Close()
 	w.in.Close()
 	w.mu.Lock()
+	if w.bus != nil {
+		w.bus.close() // before the memory its devices use
+	}
 	if w.mem != nil {
 		w.mem.Close()
 	}
@@ -322,6 +341,15 @@ func (w *worker) pid() int { return w.cmd.Process.Pid }
 // writeInput sends bytes to the guest's COM1, waiting at most a while for
 // a guest that does not read.
 func (w *worker) writeInput(p []byte) error {
+	w.mu.Lock()
+	bus := w.bus
+	w.mu.Unlock()
+	if bus != nil && bus.console.Connected() {
+		// A Generation 2 guest that opened its synthetic console reads
+		// it there; before that, input goes to the program's standard
+		// input, as for a program that never opens it.
+		return bus.console.Input(p)
+	}
 	w.in.SetWriteDeadline(time.Now().Add(2 * time.Second))
 	_, err := w.in.Write(p)
 	if errors.Is(err, os.ErrDeadlineExceeded) {

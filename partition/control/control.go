@@ -32,7 +32,7 @@ import (
 // Message types.
 const (
 	// Requests, root to worker.
-	TypeStart       = "start"        // Start set; one fd: the guest-memory memfd
+	TypeStart       = "start"        // Start set; fds: the guest-memory memfd, then the VMBus socket if Start.VMBus
 	TypePause       = "pause"        // park every vCPU
 	TypeResume      = "resume"       // run them again
 	TypeTurnOff     = "turn-off"     // stop now, like pulling the plug
@@ -48,7 +48,7 @@ const (
 const MaxMessage = 64 << 10
 
 // maxFDs is the most descriptors a record may carry.
-const maxFDs = 1
+const maxFDs = 2
 
 // Message is one record.
 type Message struct {
@@ -71,6 +71,11 @@ type Start struct {
 	Disks       []string `json:"disks,omitempty"`
 	MemoryBytes uint64   `json:"memory_bytes"`
 	Processors  int      `json:"processors"`
+	// VMBus says a second descriptor comes with the message: the guest
+	// end of the partition's VMBus transport socket (package
+	// vmbus/xproc), whose host end the root's VMBus server holds.
+	// Generation 2 only.
+	VMBus bool `json:"vmbus,omitempty"`
 }
 
 // Stopped says why a partition stopped.
@@ -102,6 +107,12 @@ func (m *Message) Validate(nfds int) error {
 			return errors.New("control: start without a partition")
 		}
 		want = 1
+		if m.Start.VMBus {
+			if m.Start.Generation != 2 {
+				return errors.New("control: a VMBus socket for a partition that is not Generation 2")
+			}
+			want = 2
+		}
 	case TypePause, TypeResume, TypeTurnOff, TypePowerButton, TypeStats, TypeReply:
 	case TypeStopped:
 		if m.Stopped == nil {

@@ -109,3 +109,26 @@ func FuzzDecode(f *testing.F) {
 		}
 	})
 }
+
+// TestStartDescriptors: a start carries the memfd, and the VMBus socket
+// only when it says so and only for Generation 2.
+func TestStartDescriptors(t *testing.T) {
+	for _, c := range []struct {
+		gen   int
+		vmbus bool
+		nfds  int
+		ok    bool
+	}{
+		{1, false, 1, true},
+		{2, false, 1, true},
+		{2, true, 2, true},
+		{2, true, 1, false},
+		{2, false, 2, false},
+		{1, true, 2, false},
+	} {
+		m := &Message{Type: TypeStart, Start: &Start{Name: "p", Generation: c.gen, VMBus: c.vmbus}}
+		if err := m.Validate(c.nfds); (err == nil) != c.ok {
+			t.Errorf("generation %d vmbus %v with %d fds: %v", c.gen, c.vmbus, c.nfds, err)
+		}
+	}
+}

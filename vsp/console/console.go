@@ -231,5 +231,13 @@ func (d *Device) notifier(ep *ring.Endpoint, done chan struct{}) {
 	}
 }
 
+// Connected reports whether a guest has the port open and agreed the
+// protocol version.
+func (d *Device) Connected() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.ep != nil && d.ready
+}
+
 // OutputBytes counts the bytes the guest has written.
 func (d *Device) OutputBytes() uint64 { return d.outBytes.Load() }

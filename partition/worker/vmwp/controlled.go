@@ -107,7 +107,7 @@ func (c *controller) start() (running, error) {
 		closeAll(files)
 		return fail(fmt.Errorf("first request is %q, want %q", m.Type, control.TypeStart))
 	}
-	st := m.Start // Recv validated it: set, with exactly one descriptor
+	st := m.Start // Recv validated it: set, with the descriptors it names
 	if st.Generation != 1 && st.Generation != 2 {
 		closeAll(files)
 		return fail(fmt.Errorf("generation %d: want 1 or 2", st.Generation))
@@ -122,6 +122,11 @@ func (c *controller) start() (running, error) {
 		closeAll(files)
 		return fail(fmt.Errorf("prepare the VM: %w", c.prepErr))
 	}
+	var bus *os.File // the VMBus socket, when the root sent one
+	if len(files) == 2 {
+		bus = files[1]
+		defer bus.Close() // the partition's relay holds its own duplicate
+	}
 	mem, err := memory.Open(files[0], st.MemoryBytes) // owns the file from here
 	if err != nil {
 		return fail(fmt.Errorf("guest memory: %w", err))
@@ -130,7 +135,7 @@ func (c *controller) start() (running, error) {
 		// A Generation 2 VM has no PC platform: the prepared one goes.
 		c.prepared.Close()
 		c.prepared = nil
-		g, err := startGen2(st, mem, c.log) // owns mem
+		g, err := startGen2(st, mem, bus, c.log) // owns mem
 		if err != nil {
 			return fail(err)
 		}

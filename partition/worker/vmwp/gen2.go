@@ -56,9 +56,9 @@ type gen2Partition struct {
 	reason *worker.StopReason // set by Stop
 }
 
-func startGen2(st *control.Start, mem *memory.Memory, log hclog.Logger) (*gen2Partition, error) {
+func startGen2(st *control.Start, mem *memory.Memory, bus *os.File, log hclog.Logger) (*gen2Partition, error) {
 	p, err := gen2.New(gen2.Config{Name: st.Name, Program: st.Program, Memory: st.MemoryBytes, Console: os.Stdout, ConsoleIn: os.Stdin,
-		Logger: log, GuestMemory: mem})
+		Logger: log, GuestMemory: mem, VMBus: bus})
 	if err != nil {
 		return nil, err
 	}
