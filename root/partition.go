@@ -187,12 +187,15 @@ func (s *Service) planChange(p *partition, req uint16) (plan, error) {
 	return bad()
 }
 
-// admit checks that p can start now; the caller holds s.mu. Generation 2
-// partitions cannot run yet, and a disk image runs in one partition at a
-// time (two writers would corrupt it).
+// admit checks that p can start now; the caller holds s.mu. A
+// Generation 2 partition without a GuestFile needs the default guest
+// (hvguest) to exist, and a disk image runs in one partition at a time
+// (two writers would corrupt it).
 func (s *Service) admit(p *partition) error {
 	if p.def.Generation == 2 && p.def.Guest == "" {
-		return fault(wmiapi.CodeNotSupported, "partition %s is Generation 2 without a GuestFile: the default guest (hvguest) is not built yet", p.def.Name)
+		if err := checkFile("the default guest", s.cfg.DefaultGuest); err != nil {
+			return fault(wmiapi.CodeNotSupported, "partition %s is Generation 2 without a GuestFile, and %v (build cmd/hvguest beside vmms)", p.def.Name, err)
+		}
 	}
 	for _, o := range s.byID {
 		if o == p || o.state == wmiapi.StateOff {
@@ -213,8 +216,9 @@ func (s *Service) admit(p *partition) error {
 func (s *Service) start(ctx context.Context, p *partition) error {
 	s.mu.Lock()
 	def := p.def.clone()
-	s.mu.Unlock()
-	s.mu.Lock()
+	if def.Generation == 2 && def.Guest == "" {
+		def.Guest = s.cfg.DefaultGuest
+	}
 	s.setState(p, wmiapi.StateStarting) // a reboot's second half comes here from Off
 	s.mu.Unlock()
 	s.metrics.workerStarts.Inc()

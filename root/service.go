@@ -25,6 +25,9 @@ import (
 type Config struct {
 	StateDir        string
 	WorkerPath      string // the binary run as each worker (argv[0] "vmwp"); default: this executable
+	// DefaultGuest is the program a Generation 2 partition defined
+	// without a GuestFile runs; default: hvguest beside WorkerPath.
+	DefaultGuest string
 	Logger          hclog.Logger
 	Registerer      prometheus.Registerer // where the service's metrics go; nil: none
 	ShutdownTimeout time.Duration         // how long a guest gets to power off after the power button (default 30 s)
@@ -85,6 +88,9 @@ func New(cfg Config) (*Service, error) {
 			return nil, err
 		}
 		cfg.WorkerPath = exe
+	}
+	if cfg.DefaultGuest == "" {
+		cfg.DefaultGuest = filepath.Join(filepath.Dir(cfg.WorkerPath), "hvguest")
 	}
 	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
 		return nil, fmt.Errorf("state directory: %w", err)

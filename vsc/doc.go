@@ -1,7 +1,8 @@
 // Package vsc holds the guest-side clients (VSCs) for the providers in
 // package vsp. They run inside Generation 2 guests over package
-// vmbus/client, and from host-side tests and benchmarks over the
-// cross-process transport.
+// vmbus/client (through vsc/hv, the enlightened transport), and from
+// host-side tests over the cross-process transport.
 //
-// No client is implemented yet.
+// Clients: vsc/console (the synthetic console). This package names the
+// device classes a guest may be offered.
 package vsc

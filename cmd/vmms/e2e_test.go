@@ -43,6 +43,13 @@ func binary(t testing.TB) string {
 		out, err := exec.Command("go", "build", "-o", filepath.Join(binDir, "vmms"), ".").CombinedOutput()
 		if err != nil {
 			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+			return
+		}
+		// hvguest beside vmms: the default Generation 2 guest.
+		cmd := exec.Command("go", "build", "-o", filepath.Join(binDir, "hvguest"), "../hvguest")
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			buildErr = fmt.Errorf("go build hvguest: %v\n%s", err, out)
 		}
 	})
 	if buildErr != nil {
@@ -598,5 +605,35 @@ func (v *vmms) defineGen2(name, prog string, memMB uint64) {
 		SystemSettings:   wmiapi.VirtualSystemSettingData{ElementName: name, VirtualSystemSubType: wmiapi.SubTypeGen2, GuestFile: prog},
 		ResourceSettings: []wmiapi.ResourceSettingData{{ResourceType: wmiapi.ResourceMemory, VirtualQuantity: memMB}}}, nil); status != 201 {
 		v.t.Fatalf("define %s: %d", name, status)
+	}
+}
+
+// TestHvguestThroughTheAPI: a Generation 2 partition defined without a
+// GuestFile runs hvguest (beside vmms); its banner reaches the console
+// endpoint through the synthetic console, its shell answers a command
+// sent through the API, and its shutdown command ends the partition.
+func TestHvguestThroughTheAPI(t *testing.T) {
+	requireKVM(t)
+	v := startVMMS(t, t.TempDir())
+	name := unique("hvguest")
+	v.defineGen2(name, "", 64)
+	if j := v.change(name, wmiapi.RequestRunning); j.JobState != wmiapi.JobCompleted {
+		t.Fatalf("start: %+v", j)
+	}
+	v.waitConsole(name, 30*time.Second, "Partita hvguest: VMBus 5.3, 1 devices: console (VMBus UART)")
+	v.waitConsole(name, 10*time.Second, "hvguest> ")
+	v.sendConsole(name, "echo through VMBus\n")
+	out := v.waitConsole(name, 10*time.Second, "\r\nthrough VMBus\r\n")
+	t.Logf("console:\n%s", out)
+	v.sendConsole(name, "shutdown\n")
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		cs := v.system(name)
+		if cs.EnabledState == wmiapi.StateOff {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("still %d 30 s after shutdown", cs.EnabledState)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }

@@ -148,3 +148,19 @@ func GoGuest(t testing.TB, dir string) string {
 	}
 	return bin
 }
+
+// Hvguest builds cmd/hvguest, the default Generation 2 guest, into dir
+// and returns its path.
+func Hvguest(t testing.TB, dir string) string {
+	t.Helper()
+	gotool := testenv.RequireTool(t, "go")
+	_, file, _, _ := runtime.Caller(0)
+	bin := filepath.Join(dir, "hvguest")
+	cmd := exec.Command(gotool, "build", "-o", bin, "./cmd/hvguest")
+	cmd.Dir = filepath.Join(filepath.Dir(file), "..", "..")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=amd64")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build hvguest: %v\n%s", err, out)
+	}
+	return bin
+}
