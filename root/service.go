@@ -23,11 +23,11 @@ import (
 
 // Config configures the root service.
 type Config struct {
-	StateDir        string
-	WorkerPath      string // the binary run as each worker (argv[0] "vmwp"); default: this executable
+	StateDir   string
+	WorkerPath string // the binary run as each worker (argv[0] "vmwp"); default: this executable
 	// DefaultGuest is the program a Generation 2 partition defined
 	// without a GuestFile runs; default: hvguest beside WorkerPath.
-	DefaultGuest string
+	DefaultGuest    string
 	Logger          hclog.Logger
 	Registerer      prometheus.Registerer // where the service's metrics go; nil: none
 	ShutdownTimeout time.Duration         // how long a guest gets to power off after the power button (default 30 s)
