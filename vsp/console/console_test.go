@@ -3,71 +3,22 @@ package console_test
 import (
 	"bytes"
 	"io"
-	"os"
 	"strings"
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/partita-hv/partita/internal/testenv"
-	"github.com/partita-hv/partita/partition/memory"
+	"github.com/partita-hv/partita/internal/vmbustest"
 	"github.com/partita-hv/partita/vmbus/client"
 	"github.com/partita-hv/partita/vmbus/host"
 	"github.com/partita-hv/partita/vmbus/packet"
 	"github.com/partita-hv/partita/vmbus/uart"
-	"github.com/partita-hv/partita/vmbus/xproc"
 	vsc "github.com/partita-hv/partita/vsc/console"
 	"github.com/partita-hv/partita/vsp/console"
 )
 
-const memSize = 4 << 20
-
-// connect runs a server offering dev and a client over the cross-process
-// transport, both in this process.
 func connect(t *testing.T, dev *console.Device) (*client.Client, *host.Server) {
-	mem, err := memory.New("console", memSize)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tr, conn, err := xproc.NewHost(mem, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := host.NewServer(tr, host.Config{})
-	if _, err := srv.Offer(host.OfferSpec{InterfaceType: uart.InterfaceType, InterfaceInstance: uart.InstanceCOM1}, dev); err != nil {
-		t.Fatal(err)
-	}
-	fd, err := unix.Dup(int(mem.File().Fd()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	gmem, err := memory.Open(os.NewFile(uintptr(fd), "guest"), memSize)
-	if err != nil {
-		t.Fatal(err)
-	}
-	g, err := xproc.Dial(conn, gmem, 0x1000)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pages, err := memory.NewPageAllocator(0x10000, memSize)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := client.Connect(g, client.Config{Pages: pages})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		c.Disconnect()
-		g.Close()
-		srv.Close()
-		tr.Close()
-		conn.Close()
-		gmem.Close()
-		mem.Close()
-	})
-	return c, srv
+	return vmbustest.Connect(t, vmbustest.Device{Spec: host.OfferSpec{InterfaceType: uart.InterfaceType, InterfaceInstance: uart.InstanceCOM1}, Device: dev})
 }
 
 func TestConsole(t *testing.T) {
