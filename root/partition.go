@@ -229,7 +229,7 @@ func (s *Service) start(ctx context.Context, p *partition) error {
 	if err == nil {
 		w.assign(p.log, &countingWriter{w: p.console, n: s.metrics.consoleOut.WithLabelValues(def.Name)})
 		s.writePID(def.ID, w.pid())
-		err = w.start(ctx, def)
+		err = w.start(ctx, def, busConfig{hostItems: func() map[string]string { return s.hostItems(p) }})
 	}
 	if err != nil {
 		p.console.setLive(false)
@@ -392,8 +392,9 @@ func (s *Service) waitOff(p *partition, w *worker) {
 	s.mu.Unlock()
 }
 
-// shutDown asks the guest to shut down (Gen1: the ACPI power button) and
-// waits for it to power off.
+// shutDown asks the guest to shut down (Generation 1: the ACPI power
+// button; Generation 2: the shutdown integration service) and waits for
+// it to power off.
 func (s *Service) shutDown(ctx context.Context, p *partition) error {
 	w, err := s.current(p)
 	if err != nil {
@@ -401,7 +402,12 @@ func (s *Service) shutDown(ctx context.Context, p *partition) error {
 	}
 	rctx, cancel := context.WithTimeout(ctx, requestTimeout)
 	defer cancel()
-	if _, err := w.request(rctx, &control.Message{Type: control.TypePowerButton}); err != nil {
+	if w.bus != nil {
+		err = w.bus.shutdown(rctx, false, "shut down by the root (RequestStateChange)")
+	} else {
+		_, err = w.request(rctx, &control.Message{Type: control.TypePowerButton})
+	}
+	if err != nil {
 		s.mu.Lock()
 		if p.worker == w {
 			s.setState(p, wmiapi.StateRunning)

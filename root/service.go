@@ -306,14 +306,22 @@ func (s *Service) idle(p *partition) error {
 // modify applies fn to a copy of a partition's definition, validates and
 // saves it, and only then makes it the live one.
 func (s *Service) modify(name string, fn func(d *Definition) error) (*Definition, error) {
+	return s.update(name, true, fn)
+}
+
+// update is modify; idle says whether the partition must be Off with no
+// change running (settings), or may run (its host KVP items).
+func (s *Service) update(name string, idle bool, fn func(d *Definition) error) (*Definition, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	p, err := s.lookup(name)
 	if err != nil {
 		return nil, err
 	}
-	if err := s.idle(p); err != nil {
-		return nil, err
+	if idle {
+		if err := s.idle(p); err != nil {
+			return nil, err
+		}
 	}
 	d := p.def.clone()
 	if err := fn(d); err != nil {

@@ -348,5 +348,11 @@ func (d *Definition) clone() *Definition {
 	c := *d
 	c.Disks = append([]DiskDef(nil), d.Disks...)
 	c.NICs = append([]NICDef(nil), d.NICs...)
+	if d.KVP != nil {
+		c.KVP = make(map[string]string, len(d.KVP))
+		for k, v := range d.KVP {
+			c.KVP[k] = v
+		}
+	}
 	return &c
 }

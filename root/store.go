@@ -25,9 +25,12 @@ type Definition struct {
 	Guest      string    `json:"guest,omitempty"`    // Gen2 ELF
 	Disks      []DiskDef `json:"disks,omitempty"`
 	NICs       []NICDef  `json:"nics,omitempty"`
-	Created    time.Time `json:"created"`
-	ProcID     string    `json:"processor_id"` // InstanceID suffixes of the fixed resources
-	MemID      string    `json:"memory_id"`
+	// KVP are the host's key-value pairs for a Generation 2 guest
+	// (Msvm_KvpExchangeComponent.HostExchangeItems).
+	KVP     map[string]string `json:"kvp,omitempty"`
+	Created time.Time         `json:"created"`
+	ProcID  string            `json:"processor_id"` // InstanceID suffixes of the fixed resources
+	MemID   string            `json:"memory_id"`
 }
 
 // DiskDef is one virtual disk: a raw image on the host.

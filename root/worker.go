@@ -145,7 +145,7 @@ func (w *worker) assign(log hclog.Logger, console io.Writer) {
 
 // start creates the partition's guest memory, hands it and the
 // definition to the worker, and waits for the partition to run.
-func (w *worker) start(ctx context.Context, d *Definition) error {
+func (w *worker) start(ctx context.Context, d *Definition, bc busConfig) error {
 	mem, err := memory.New(d.Name, d.MemoryMB<<20)
 	if err != nil {
 		w.kill()
@@ -163,7 +163,8 @@ func (w *worker) start(ctx context.Context, d *Definition) error {
 		MemoryBytes: d.MemoryMB << 20, Processors: d.Processors}
 	files := []*os.File{mem.File()}
 	if d.Generation == 2 {
-		bus, guestEnd, err := newPartitionBus(mem, w.console, w.logger())
+		bc.consoleOut, bc.log = w.console, w.logger()
+		bus, guestEnd, err := newPartitionBus(mem, bc)
 		if err != nil {
 			w.kill()
 			<-w.done

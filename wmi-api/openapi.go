@@ -14,6 +14,7 @@ var schemaTypes = []any{
 	StateChangeRequest{}, StateChangeResult{}, DefineSystemRequest{}, DefineSystemResult{}, DestroySystemRequest{},
 	ModifySystemSettingsRequest{}, AddResourceSettingsRequest{}, ModifyResourceSettingsRequest{},
 	RemoveResourceSettingsRequest{}, ResourceSettingsResult{}, MethodResult{}, Error{}, ErrorDetail{},
+	HeartbeatComponent{}, ShutdownRequest{}, KvpExchangeDataItem{}, KvpExchangeComponent{}, KvpItemsRequest{},
 }
 
 var (

@@ -35,6 +35,11 @@ type Backend interface {
 	GetJob(id string) (ConcreteJob, error)
 	ConsoleOf(name string) (ConsoleSource, error)
 	SendConsole(name string, data []byte) error
+	Heartbeat(name string) (HeartbeatComponent, error)
+	InitiateShutdown(name string, req ShutdownRequest) error
+	KvpExchange(name string) (KvpExchangeComponent, error)
+	AddKvpItems(target string, items []KvpExchangeDataItem) error
+	RemoveKvpItems(target string, names []string) error
 }
 
 // ConsoleSource is a partition's console output, addressed by cursors.
@@ -328,6 +333,59 @@ func init() {
 				}
 				w.WriteHeader(http.StatusNoContent)
 				return nil
+			}},
+		{method: "GET", path: Prefix + "/Msvm_ComputerSystem/{system}/Msvm_HeartbeatComponent", summary: "Whether the guest's heartbeat integration service answers (Generation 2).", out: "HeartbeatComponent", status: 200,
+			handle: func(s *server, w http.ResponseWriter, r *http.Request) error {
+				h, err := s.cfg.Backend.Heartbeat(mux.Vars(r)["system"])
+				if err != nil {
+					return err
+				}
+				return ok200(w, h)
+			}},
+		{method: "POST", path: Prefix + "/Msvm_ComputerSystem/{system}/Msvm_ShutdownComponent/InitiateShutdown", summary: "Ask the guest to shut down through its shutdown integration service; answered once the guest accepts (ReturnValue 0). The partition turns Off when the guest has shut down.", in: "ShutdownRequest", out: "MethodResult", status: 200,
+			handle: func(s *server, w http.ResponseWriter, r *http.Request) error {
+				var req ShutdownRequest
+				if err := decode(r, &req); err != nil {
+					return err
+				}
+				if err := s.cfg.Backend.InitiateShutdown(mux.Vars(r)["system"], req); err != nil {
+					return err
+				}
+				return ok200(w, MethodResult{ReturnValue: ReturnCompleted})
+			}},
+		{method: "GET", path: Prefix + "/Msvm_ComputerSystem/{system}/Msvm_KvpExchangeComponent", summary: "Key-value pairs: the guest's (read from it now) and the host's.", out: "KvpExchangeComponent", status: 200,
+			handle: func(s *server, w http.ResponseWriter, r *http.Request) error {
+				k, err := s.cfg.Backend.KvpExchange(mux.Vars(r)["system"])
+				if err != nil {
+					return err
+				}
+				return ok200(w, k)
+			}},
+		{method: "POST", path: Prefix + "/Msvm_VirtualSystemManagementService/AddKvpItems", summary: "Add or replace host key-value pairs of a partition; a running guest gets them at once.", in: "KvpItemsRequest", out: "MethodResult", status: 200,
+			handle: func(s *server, w http.ResponseWriter, r *http.Request) error {
+				var req KvpItemsRequest
+				if err := decode(r, &req); err != nil {
+					return err
+				}
+				if err := s.cfg.Backend.AddKvpItems(req.TargetSystem, req.DataItems); err != nil {
+					return err
+				}
+				return ok200(w, MethodResult{ReturnValue: ReturnCompleted})
+			}},
+		{method: "POST", path: Prefix + "/Msvm_VirtualSystemManagementService/RemoveKvpItems", summary: "Remove host key-value pairs of a partition, by Name.", in: "KvpItemsRequest", out: "MethodResult", status: 200,
+			handle: func(s *server, w http.ResponseWriter, r *http.Request) error {
+				var req KvpItemsRequest
+				if err := decode(r, &req); err != nil {
+					return err
+				}
+				names := make([]string, len(req.DataItems))
+				for i, it := range req.DataItems {
+					names[i] = it.Name
+				}
+				if err := s.cfg.Backend.RemoveKvpItems(req.TargetSystem, names); err != nil {
+					return err
+				}
+				return ok200(w, MethodResult{ReturnValue: ReturnCompleted})
 			}},
 		{method: "POST", path: Prefix + "/Msvm_VirtualSystemManagementService/DefineSystem", summary: "Define a partition.", in: "DefineSystemRequest", out: "DefineSystemResult", status: 201,
 			handle: func(s *server, w http.ResponseWriter, r *http.Request) error {

@@ -289,3 +289,59 @@ type Fault struct {
 }
 
 func (f *Fault) Error() string { return f.Message }
+
+// Operational status values of the integration components.
+const (
+	StatusOK                = 2
+	StatusDegraded          = 3
+	StatusNoContact         = 12
+	StatusLostCommunication = 13
+)
+
+// HeartbeatComponent is Msvm_HeartbeatComponent: whether the guest's
+// heartbeat integration service answers. OperationalStatus[0] is the
+// channel (2 OK, 12 no contact, 13 lost communication); while it is OK,
+// OperationalStatus[1] is the application state the guest reports (2 OK,
+// 3 degraded for critical, 12 unknown).
+type HeartbeatComponent struct {
+	SystemName         string   `json:"SystemName"` // the partition's GUID
+	ElementName        string   `json:"ElementName"`
+	OperationalStatus  []uint16 `json:"OperationalStatus"`
+	StatusDescriptions []string `json:"StatusDescriptions"`
+}
+
+// ShutdownRequest is the input of Msvm_ShutdownComponent.InitiateShutdown.
+type ShutdownRequest struct {
+	Force  bool   `json:"Force"`
+	Reason string `json:"Reason"` // at most 2047 ASCII characters
+}
+
+// KVP item sources.
+const (
+	KvpSourceHost           = 0
+	KvpSourceGuest          = 1
+	KvpSourceGuestIntrinsic = 2
+)
+
+// KvpExchangeDataItem is Msvm_KvpExchangeDataItem.
+type KvpExchangeDataItem struct {
+	Name   string `json:"Name"`
+	Data   string `json:"Data"`
+	Source uint16 `json:"Source"`
+}
+
+// KvpExchangeComponent is Msvm_KvpExchangeComponent: the items the guest
+// reports (read from it when asked), and the host's items for it.
+type KvpExchangeComponent struct {
+	SystemName                  string                `json:"SystemName"`
+	GuestExchangeItems          []KvpExchangeDataItem `json:"GuestExchangeItems"`
+	GuestIntrinsicExchangeItems []KvpExchangeDataItem `json:"GuestIntrinsicExchangeItems"`
+	HostExchangeItems           []KvpExchangeDataItem `json:"HostExchangeItems"`
+}
+
+// KvpItemsRequest is the input of AddKvpItems and RemoveKvpItems (which
+// reads only the names).
+type KvpItemsRequest struct {
+	TargetSystem string                `json:"TargetSystem"`
+	DataItems    []KvpExchangeDataItem `json:"DataItems"`
+}

@@ -20,6 +20,7 @@ import (
 	"os"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/partita-hv/partita/vmbus/client"
@@ -39,8 +40,25 @@ func main() {
 		os.Exit(1)
 	}
 	g.start = start
+	problems := g.startServices()
 	g.banner()
-	code := g.shell()
+	for _, p := range problems {
+		g.printf("integration service %s\r\n", p)
+	}
+	g.prompt()
+	shell := make(chan int, 1)
+	go func() { shell <- g.shell() }()
+	code := 0
+	select {
+	case code = <-shell:
+	case req := <-g.ic.shutdown:
+		g.printf("\r\nshutdown requested by the host")
+		if req.Message != "" {
+			g.printf(": %s", req.Message)
+		}
+		g.printf("\r\n")
+		g.flush()
+	}
 	g.client.Disconnect()
 	os.Exit(code)
 }
@@ -52,6 +70,9 @@ type guest struct {
 	client  *client.Client
 	console *console.Console
 	out     *bufio.Writer
+	ic      *services
+
+	outMu sync.Mutex // out is shared by the shell and the shutdown notice
 }
 
 func connect() (*guest, error) {
@@ -75,13 +96,21 @@ func connect() (*guest, error) {
 }
 
 func (g *guest) printf(format string, args ...any) {
+	g.outMu.Lock()
 	fmt.Fprintf(g.out, format, args...)
+	g.outMu.Unlock()
+}
+
+func (g *guest) flush() {
+	g.outMu.Lock()
+	g.out.Flush()
+	g.outMu.Unlock()
 }
 
 func (g *guest) banner() {
 	g.printf("\r\nPartita hvguest: VMBus %v, %d devices: %s\r\n", g.client.Version(), len(g.client.Offers()), strings.Join(g.deviceNames(), ", "))
 	g.printf("Type help for commands.\r\n")
-	g.out.Flush()
+	g.flush()
 }
 
 func (g *guest) deviceNames() []string {
@@ -113,6 +142,8 @@ func init() {
 		"uptime":   {"time since hvguest started", (*guest).uptime},
 		"echo":     {"print the arguments", (*guest).echo},
 		"shutdown": {"end the partition (power off)", func(*guest, []string) bool { return true }},
+		"date":     {"the host's time, as time sync last said", (*guest).date},
+		"kvp":      {"list key-value pairs; kvp set NAME VALUE adds a guest item", (*guest).kvp},
 	}
 }
 
@@ -149,12 +180,48 @@ func (g *guest) echo(args []string) bool {
 	return false
 }
 
+func (g *guest) date([]string) bool {
+	t, ok := g.ic.now()
+	if !ok {
+		g.printf("no time from the host yet\r\n")
+		return false
+	}
+	g.printf("%s\r\n", t.UTC().Format(time.RFC1123))
+	return false
+}
+
+func (g *guest) kvp(args []string) bool {
+	s := g.ic
+	if len(args) >= 3 && args[0] == "set" {
+		s.mu.Lock()
+		s.guestItems[args[1]] = strings.Join(args[2:], " ")
+		s.mu.Unlock()
+		return false
+	}
+	if len(args) > 0 {
+		g.printf("usage: kvp [set NAME VALUE]\r\n")
+		return false
+	}
+	s.mu.Lock()
+	host, mine := sorted(s.hostItems), sorted(s.guestItems)
+	s.mu.Unlock()
+	for _, it := range host {
+		g.printf("  host  %s = %s\r\n", it[0], it[1])
+	}
+	for _, it := range mine {
+		g.printf("  guest %s = %s\r\n", it[0], it[1])
+	}
+	for _, it := range intrinsic() {
+		g.printf("  auto  %s = %s\r\n", it[0], it[1])
+	}
+	return false
+}
+
 // shell reads lines from the console, echoing what is typed, and runs
 // them until shutdown (exit status 0) or the console ends (1).
 func (g *guest) shell() int {
 	in := bufio.NewReader(g.console)
 	var line []byte
-	g.prompt()
 	for {
 		c, err := in.ReadByte()
 		if err == io.EOF {
@@ -174,7 +241,7 @@ func (g *guest) shell() int {
 					g.printf("%s: unknown command (try help)\r\n", fields[0])
 				} else if cmd.run(g, fields[1:]) {
 					g.printf("shutting down\r\n")
-					g.out.Flush()
+					g.flush()
 					return 0
 				}
 			}
@@ -187,16 +254,16 @@ func (g *guest) shell() int {
 		default:
 			if c >= 0x20 && len(line) < 1024 {
 				line = append(line, c)
-				g.out.WriteByte(c)
+				g.printf("%c", c)
 			}
 		}
 		if in.Buffered() == 0 {
-			g.out.Flush()
+			g.flush()
 		}
 	}
 }
 
 func (g *guest) prompt() {
 	g.printf("hvguest> ")
-	g.out.Flush()
+	g.flush()
 }

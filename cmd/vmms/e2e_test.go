@@ -608,32 +608,119 @@ func (v *vmms) defineGen2(name, prog string, memMB uint64) {
 	}
 }
 
-// TestHvguestThroughTheAPI: a Generation 2 partition defined without a
-// GuestFile runs hvguest (beside vmms); its banner reaches the console
-// endpoint through the synthetic console, its shell answers a command
-// sent through the API, and its shutdown command ends the partition.
+// TestHvguestThroughTheAPI is issue 5's acceptance: a Generation 2
+// partition defined without a GuestFile runs hvguest (beside vmms); its
+// banner reaches the console endpoint through the synthetic console; its
+// shell answers a command sent through the API; KVP items flow both
+// ways; the heartbeat reads OK, turns to lost while the partition is
+// paused and OK again after resume; InitiateShutdown ends it cleanly.
 func TestHvguestThroughTheAPI(t *testing.T) {
 	requireKVM(t)
 	v := startVMMS(t, t.TempDir())
 	name := unique("hvguest")
 	v.defineGen2(name, "", 64)
+	// A host item defined before the start reaches the guest when it connects.
+	v.addKVP(name, "BeforeStart", "set while off")
 	if j := v.change(name, wmiapi.RequestRunning); j.JobState != wmiapi.JobCompleted {
 		t.Fatalf("start: %+v", j)
 	}
-	v.waitConsole(name, 30*time.Second, "Partita hvguest: VMBus 5.3, 1 devices: console (VMBus UART)")
+	v.waitConsole(name, 30*time.Second, "Partita hvguest: VMBus 5.3, 5 devices: console (VMBus UART), heartbeat, key-value pair exchange, shutdown, time sync")
 	v.waitConsole(name, 10*time.Second, "hvguest> ")
 	v.sendConsole(name, "echo through VMBus\n")
-	out := v.waitConsole(name, 10*time.Second, "\r\nthrough VMBus\r\n")
-	t.Logf("console:\n%s", out)
-	v.sendConsole(name, "shutdown\n")
+	v.waitConsole(name, 10*time.Second, "\r\nthrough VMBus\r\n")
+
+	// KVP: the guest's items, intrinsic and its own, read through the API;
+	// a host item pushed while it runs.
+	v.sendConsole(name, "kvp set Role test guest\n")
+	v.addKVP(name, "HostName", "partita-root")
+	v.sendConsole(name, "kvp\n")
+	v.waitConsole(name, 10*time.Second, "host  BeforeStart = set while off", "host  HostName = partita-root")
+	var k wmiapi.KvpExchangeComponent
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if status := v.call("GET", wmiapi.Prefix+"/Msvm_ComputerSystem/"+name+"/Msvm_KvpExchangeComponent", nil, &k); status != 200 {
+			t.Fatalf("KVP: %d", status)
+		}
+		if len(k.GuestExchangeItems) == 1 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if len(k.GuestExchangeItems) != 1 || k.GuestExchangeItems[0] != (wmiapi.KvpExchangeDataItem{Name: "Role", Data: "test guest", Source: wmiapi.KvpSourceGuest}) {
+		t.Errorf("guest items %+v", k.GuestExchangeItems)
+	}
+	found := false
+	for _, it := range k.GuestIntrinsicExchangeItems {
+		found = found || it.Name == "OSName" && it.Data == "Partita hvguest"
+	}
+	if !found || len(k.HostExchangeItems) != 2 {
+		t.Errorf("intrinsic %+v, host %+v", k.GuestIntrinsicExchangeItems, k.HostExchangeItems)
+	}
+
+	// Heartbeat: OK, lost while paused, OK after resume.
+	v.waitHeartbeat(name, wmiapi.StatusOK, 15*time.Second)
+	if j := v.change(name, wmiapi.RequestPaused); j.JobState != wmiapi.JobCompleted {
+		t.Fatalf("pause: %+v", j)
+	}
+	paused := time.Now()
+	v.waitHeartbeat(name, wmiapi.StatusLostCommunication, 20*time.Second)
+	t.Logf("heartbeat lost %v after the pause", time.Since(paused).Round(time.Millisecond))
+	if j := v.change(name, wmiapi.RequestRunning); j.JobState != wmiapi.JobCompleted {
+		t.Fatalf("resume: %+v", j)
+	}
+	v.waitHeartbeat(name, wmiapi.StatusOK, 15*time.Second)
+
+	// InitiateShutdown: accepted, then the partition is Off with the
+	// program's clean exit recorded.
+	var res wmiapi.MethodResult
+	if status := v.call("POST", wmiapi.Prefix+"/Msvm_ComputerSystem/"+name+"/Msvm_ShutdownComponent/InitiateShutdown",
+		wmiapi.ShutdownRequest{Reason: "end of test"}, &res); status != 200 || res.ReturnValue != 0 {
+		t.Fatalf("InitiateShutdown: %d %+v", status, res)
+	}
+	v.waitConsole(name, 10*time.Second, "shutdown requested by the host: end of test")
 	for deadline := time.Now().Add(30 * time.Second); ; {
 		cs := v.system(name)
 		if cs.EnabledState == wmiapi.StateOff {
+			if cs.HealthState != wmiapi.HealthOK {
+				t.Errorf("health %d after a clean shutdown", cs.HealthState)
+			}
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("still %d 30 s after shutdown", cs.EnabledState)
+			t.Fatalf("still %d 30 s after InitiateShutdown", cs.EnabledState)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+	// Off: no contact, and shutting down again is refused clearly.
+	v.waitHeartbeat(name, wmiapi.StatusNoContact, time.Second)
+	if status := v.call("POST", wmiapi.Prefix+"/Msvm_ComputerSystem/"+name+"/Msvm_ShutdownComponent/InitiateShutdown",
+		wmiapi.ShutdownRequest{}, nil); status != 409 && status != 422 {
+		t.Errorf("InitiateShutdown when off: %d", status)
+	}
+}
+
+func (v *vmms) addKVP(name, key, data string) {
+	v.t.Helper()
+	if status := v.call("POST", wmiapi.Prefix+"/Msvm_VirtualSystemManagementService/AddKvpItems", wmiapi.KvpItemsRequest{
+		TargetSystem: name, DataItems: []wmiapi.KvpExchangeDataItem{{Name: key, Data: data}}}, nil); status != 200 {
+		v.t.Fatalf("AddKvpItems: %d", status)
+	}
+}
+
+func (v *vmms) waitHeartbeat(name string, want uint16, limit time.Duration) {
+	v.t.Helper()
+	deadline := time.Now().Add(limit)
+	for {
+		var h wmiapi.HeartbeatComponent
+		if status := v.call("GET", wmiapi.Prefix+"/Msvm_ComputerSystem/"+name+"/Msvm_HeartbeatComponent", nil, &h); status != 200 {
+			v.t.Fatalf("heartbeat: %d", status)
+		}
+		if h.OperationalStatus[0] == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			v.t.Fatalf("heartbeat %v %v, want %d", h.OperationalStatus, h.StatusDescriptions, want)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }

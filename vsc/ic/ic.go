@@ -16,9 +16,17 @@ import (
 	"github.com/partita-hv/partita/vmbus/ring"
 )
 
-// Handler answers one request: a status, and the answer's body (nil
-// leaves the request's body as it is).
-type Handler func(m ic.Message) (status uint32, body []byte)
+// Handler answers one request.
+type Handler func(m ic.Message) Answer
+
+// Answer is a handler's answer: a status, the answer's body (nil leaves
+// the request's body as it is), and what to do once the answer is sent
+// (a shutdown, say), if anything.
+type Answer struct {
+	Status uint32
+	Body   []byte
+	Then   func()
+}
 
 // Channel is an open IC channel.
 type Channel struct {
@@ -69,22 +77,24 @@ func serve(ep *ring.Endpoint, versions []ic.Version, h Handler) error {
 		if err != nil {
 			return fmt.Errorf("ic: %w", err)
 		}
-		var status uint32
-		var body []byte
+		var a Answer
 		if m.Type == ic.TypeNegotiate {
-			status, body = negotiate(m.Body, versions)
+			a.Status, a.Body = negotiate(m.Body, versions)
 		} else {
-			status, body = h(m)
-			if body == nil {
-				body = m.Body
+			a = h(m)
+			if a.Body == nil {
+				a.Body = m.Body
 			}
 		}
 		reply := append([]byte(nil), p.Payload...)
-		if err := ic.Reply(reply, status, body); err != nil {
+		if err := ic.Reply(reply, a.Status, a.Body); err != nil {
 			return err
 		}
 		if err := ep.Send(packet.TypeDataInband, 0, p.TransID, nil, reply); err != nil {
 			return err
+		}
+		if a.Then != nil {
+			a.Then()
 		}
 	}
 }

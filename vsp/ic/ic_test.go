@@ -35,7 +35,7 @@ func TestHeartbeat(t *testing.T) {
 	}
 	var mu sync.Mutex
 	deaf := false
-	_, err := guest.Serve(c, wire.HeartbeatType, wire.HeartbeatVersions, func(m wire.Message) (uint32, []byte) {
+	_, err := guest.Serve(c, wire.HeartbeatType, wire.HeartbeatVersions, func(m wire.Message) guest.Answer {
 		mu.Lock()
 		defer mu.Unlock()
 		for deaf {
@@ -46,7 +46,7 @@ func TestHeartbeat(t *testing.T) {
 		h, _ := wire.ParseHeartbeat(m.Body)
 		h.Seq++
 		h.AppState = wire.AppHealthy
-		return wire.StatusOK, h.Encode()
+		return guest.Answer{Body: h.Encode()}
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -85,23 +85,22 @@ func TestShutdownAndKVP(t *testing.T) {
 		vmbustest.Device{Spec: ic.Offer(wire.ShutdownType, wire.ShutdownInstance), Device: sd},
 		vmbustest.Device{Spec: ic.Offer(wire.KVPType, wire.KVPInstance), Device: kvp})
 	shutdowns := make(chan wire.Shutdown, 1)
-	if _, err := guest.Serve(c, wire.ShutdownType, wire.ShutdownVersions, func(m wire.Message) (uint32, []byte) {
+	if _, err := guest.Serve(c, wire.ShutdownType, wire.ShutdownVersions, func(m wire.Message) guest.Answer {
 		s, err := wire.ParseShutdown(m.Body)
 		if err != nil {
-			return wire.StatusFail, nil
+			return guest.Answer{Status: wire.StatusFail}
 		}
-		shutdowns <- s
-		return wire.StatusOK, nil
+		return guest.Answer{Then: func() { shutdowns <- s }}
 	}); err != nil {
 		t.Fatal(err)
 	}
 	var hostMu sync.Mutex
 	host := map[string]string{}
 	guestItems := []wire.KVP{{Key: "GuestName", Value: "test guest"}, {Key: "Ünicode", Value: "✓"}}
-	if _, err := guest.Serve(c, wire.KVPType, wire.KVPVersions, func(m wire.Message) (uint32, []byte) {
+	if _, err := guest.Serve(c, wire.KVPType, wire.KVPVersions, func(m wire.Message) guest.Answer {
 		k, err := wire.ParseKVP(m.Body)
 		if err != nil {
-			return wire.StatusFail, nil
+			return guest.Answer{Status: wire.StatusFail}
 		}
 		hostMu.Lock()
 		defer hostMu.Unlock()
@@ -113,13 +112,13 @@ func TestShutdownAndKVP(t *testing.T) {
 		case k.Op == wire.KVPEnumerate && k.Pool == wire.PoolGuest && int(k.Index) < len(guestItems):
 			it := guestItems[k.Index]
 			body, _ := wire.KVP{Op: k.Op, Pool: k.Pool, Index: k.Index, Key: it.Key, Value: it.Value}.Encode()
-			return wire.StatusOK, body
+			return guest.Answer{Body: body}
 		case k.Op == wire.KVPEnumerate:
-			return wire.StatusNoMoreItems, nil
+			return guest.Answer{Status: wire.StatusNoMoreItems}
 		default:
-			return wire.StatusFail, nil
+			return guest.Answer{Status: wire.StatusFail}
 		}
-		return wire.StatusOK, nil
+		return guest.Answer{}
 	}); err != nil {
 		t.Fatal(err)
 	}

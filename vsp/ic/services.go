@@ -2,12 +2,16 @@ package ic
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
 
 	"github.com/partita-hv/partita/vmbus/ic"
 )
+
+// ErrRefused: the guest answered a request with a failure status.
+var ErrRefused = errors.New("the guest refused")
 
 // Heartbeat asks the guest for a heartbeat every Interval; the guest is
 // lost when none has come back for Timeout.
@@ -104,7 +108,7 @@ func (s *Shutdown) Request(ctx context.Context, c *Conn, force, restart bool, me
 		return err
 	}
 	if m.Status != ic.StatusOK {
-		return fmt.Errorf("the guest refused to shut down (status %#x)", m.Status)
+		return fmt.Errorf("%w to shut down (status %#x)", ErrRefused, m.Status)
 	}
 	return nil
 }
@@ -133,7 +137,11 @@ func (t *TimeSync) Run(ctx context.Context, c *Conn) error {
 }
 
 // KVP exchanges key-value pairs with the guest.
-type KVP struct{}
+type KVP struct {
+	// Initial, if set, gives the host items to write into the guest when
+	// it connects.
+	Initial func() map[string]string
+}
 
 // KVPItem is one key-value pair.
 type KVPItem struct {
@@ -145,7 +153,15 @@ const maxKVPItems = 1024
 
 func (k *KVP) Type() uint16           { return ic.TypeKVP }
 func (k *KVP) Versions() []ic.Version { return ic.KVPVersions[:1] } // 4.0
-func (k *KVP) Run(ctx context.Context, _ *Conn) error {
+func (k *KVP) Run(ctx context.Context, c *Conn) error {
+	if k.Initial != nil {
+		for name, data := range k.Initial() {
+			// A guest may refuse an item; it still gets the others.
+			if err := k.Set(ctx, c, name, data); err != nil && !errors.Is(err, ErrRefused) {
+				return err
+			}
+		}
+	}
 	<-ctx.Done()
 	return ctx.Err()
 }
@@ -170,7 +186,7 @@ func (k *KVP) call(ctx context.Context, c *Conn, req ic.KVP) error {
 		return err
 	}
 	if m.Status != ic.StatusOK {
-		return fmt.Errorf("the guest refused the KVP operation (status %#x)", m.Status)
+		return fmt.Errorf("%w the KVP operation (status %#x)", ErrRefused, m.Status)
 	}
 	return nil
 }
