@@ -27,6 +27,7 @@ type metrics struct {
 	exits         *prometheus.Desc // by partition, reason, gathered from the workers
 	memory        *prometheus.Desc // by partition
 	unserved      *prometheus.Desc // by partition, syscall number
+	vmbus         *prometheus.Desc // by partition, event: a Generation 2 partition's VMBus server counters
 }
 
 func newMetrics(s *Service) *metrics {
@@ -48,6 +49,8 @@ func newMetrics(s *Service) *metrics {
 		memory: prometheus.NewDesc("partita_guest_memory_bytes", "Guest memory of running partitions.", []string{"partition"}, nil),
 		unserved: prometheus.NewDesc("partita_guest_unserved_syscalls_total", "System calls of Generation 2 programs that got ENOSYS, by partition and system call number (since the partition last started).",
 			[]string{"partition", "syscall"}, nil),
+		vmbus: prometheus.NewDesc("partita_vmbus_events_total", "A Generation 2 partition's VMBus host, by event: messages from the guest, protocol_errors (messages dropped), channel_failures (channels closed for a fault), channels_opened, gpadls_created, device_faults (guest protocol violations the devices saw). Since the partition last started.",
+			[]string{"partition", "event"}, nil),
 	}
 }
 
@@ -76,6 +79,7 @@ func (m *metrics) Describe(ch chan<- *prometheus.Desc) {
 	ch <- m.exits
 	ch <- m.memory
 	ch <- m.unserved
+	ch <- m.vmbus
 }
 
 // statsTimeout bounds how long a scrape waits for one worker's counters.
@@ -108,6 +112,11 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 	var wg sync.WaitGroup
 	for _, r := range rs {
 		ch <- prometheus.MustNewConstMetric(m.memory, prometheus.GaugeValue, float64(r.w.mem.Size()), r.name)
+		if b := r.w.busOf(); b != nil {
+			for event, n := range b.stats() {
+				ch <- prometheus.MustNewConstMetric(m.vmbus, prometheus.CounterValue, float64(n), r.name, event)
+			}
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()

@@ -30,10 +30,10 @@ type partitionBus struct {
 	srv     *host.Server
 	console *console.Device
 
-	heartbeat            *ic.Heartbeat
-	kvp                  *ic.KVP
-	hbDev, sdDev, kvpDev *ic.Device
-	shutdownSvc          *ic.Shutdown
+	heartbeat                   *ic.Heartbeat
+	kvp                         *ic.KVP
+	hbDev, sdDev, kvpDev, tsDev *ic.Device
+	shutdownSvc                 *ic.Shutdown
 }
 
 // busConfig is what a partition's bus needs from the root.
@@ -62,6 +62,7 @@ func newPartitionBus(mem *memory.Memory, cfg busConfig) (*partitionBus, *os.File
 	b.hbDev = &ic.Device{Service: b.heartbeat}
 	b.sdDev = &ic.Device{Service: b.shutdownSvc}
 	b.kvpDev = &ic.Device{Service: b.kvp}
+	b.tsDev = &ic.Device{Service: &ic.TimeSync{}}
 	offers := []struct {
 		spec host.OfferSpec
 		dev  host.Device
@@ -69,7 +70,7 @@ func newPartitionBus(mem *memory.Memory, cfg busConfig) (*partitionBus, *os.File
 		{host.OfferSpec{InterfaceType: uart.InterfaceType, InterfaceInstance: uart.InstanceCOM1}, b.console},
 		{ic.Offer(wire.HeartbeatType, wire.HeartbeatInstance), b.hbDev},
 		{ic.Offer(wire.ShutdownType, wire.ShutdownInstance), b.sdDev},
-		{ic.Offer(wire.TimeSyncType, wire.TimeSyncInstance), &ic.Device{Service: &ic.TimeSync{}}},
+		{ic.Offer(wire.TimeSyncType, wire.TimeSyncInstance), b.tsDev},
 		{ic.Offer(wire.KVPType, wire.KVPInstance), b.kvpDev},
 	}
 	for _, o := range offers {
@@ -98,6 +99,19 @@ func (b *partitionBus) kvpConn() (*ic.Conn, error) {
 		return nil, ic.ErrNotConnected
 	}
 	return c, nil
+}
+
+// stats are the server's counters and the devices' fault counts.
+func (b *partitionBus) stats() map[string]uint64 {
+	st := b.srv.Stats()
+	return map[string]uint64{
+		"messages":         st.Messages,
+		"protocol_errors":  st.ProtocolErrors,
+		"channel_failures": st.ChannelFailures,
+		"channels_opened":  st.ChannelsOpened,
+		"gpadls_created":   st.GPADLsCreated,
+		"device_faults":    b.console.Faults() + b.hbDev.Faults() + b.sdDev.Faults() + b.kvpDev.Faults() + b.tsDev.Faults(),
+	}
 }
 
 // close stops the server (closing every channel and its device) and the

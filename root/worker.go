@@ -196,6 +196,13 @@ func (w *worker) start(ctx context.Context, d *Definition, bc busConfig) error {
 	return nil
 }
 
+// busOf returns the worker's VMBus host, if its partition has one.
+func (w *worker) busOf() *partitionBus {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.bus
+}
+
 // switchWriter forwards to a writer set later; bytes before that are
 // dropped (a spare worker writes nothing before its start).
 type switchWriter struct {

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -722,5 +723,57 @@ func (v *vmms) waitHeartbeat(name string, want uint16, limit time.Duration) {
 			v.t.Fatalf("heartbeat %v %v, want %d", h.OperationalStatus, h.StatusDescriptions, want)
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestHostileGen2Guest: a guest that sends garbage hypercalls and channel
+// messages and scribbles over its ring headers and SynIC pages stops at
+// most its own channels or partition; the root and another partition
+// (hvguest) keep running, and the faults are counted.
+func TestHostileGen2Guest(t *testing.T) {
+	requireKVM(t)
+	v := startVMMS(t, t.TempDir())
+	good := unique("good")
+	v.defineGen2(good, "", 64)
+	if j := v.change(good, wmiapi.RequestRunning); j.JobState != wmiapi.JobCompleted {
+		t.Fatalf("start: %+v", j)
+	}
+	v.waitConsole(good, 30*time.Second, "hvguest> ")
+
+	bin := filepath.Join(t.TempDir(), "hostileguest")
+	cmd := exec.Command("go", "build", "-o", bin, "./testdata/hostileguest")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	bad := unique("hostile")
+	v.defineGen2(bad, bin, 64)
+	if j := v.change(bad, wmiapi.RequestRunning); j.JobState != wmiapi.JobCompleted {
+		t.Fatalf("start: %+v", j)
+	}
+	v.waitConsole(bad, 30*time.Second, "hostile: ring headers scribbled", "hostile: hypercalls done")
+	// The counters, while it runs.
+	m := v.scrape()
+	for _, ev := range []string{"protocol_errors", "channel_failures"} {
+		if !regexp.MustCompile(`partita_vmbus_events_total\{event="` + ev + `",partition="` + bad + `"\} [1-9]`).MatchString(m) {
+			t.Errorf("no %s counted for the hostile partition", ev)
+		}
+	}
+	// It ends one way or another (its own fault or its exit); either way
+	// the other partition and the root go on.
+	for deadline := time.Now().Add(30 * time.Second); v.system(bad).EnabledState != wmiapi.StateOff; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the hostile partition is still running after 30 s")
+		}
+	}
+	t.Logf("hostile partition ended: %+v", v.system(bad))
+	if cs := v.system(good); cs.EnabledState != wmiapi.StateRunning {
+		t.Fatalf("the good partition is %d", cs.EnabledState)
+	}
+	v.sendConsole(good, "echo still here\n")
+	v.waitConsole(good, 10*time.Second, "\r\nstill here\r\n")
+	v.waitHeartbeat(good, wmiapi.StatusOK, 10*time.Second)
+	if j := v.change(good, wmiapi.RequestOff); j.JobState != wmiapi.JobCompleted {
+		t.Fatalf("turn off: %+v", j)
 	}
 }

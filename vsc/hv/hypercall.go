@@ -38,6 +38,10 @@ const (
 // hypercall calls the hypercall page (hypercall_amd64.s).
 func hypercall(control, input, output uintptr) uint64
 
+// Hypercall makes any hypercall with the raw register convention and
+// returns RAX: for tools and for tests that play a hostile guest.
+func Hypercall(control, input, output uintptr) uint64 { return hypercall(control, input, output) }
+
 // Status is a Hyper-V hypercall status that is not success.
 type Status uint16
 
