@@ -10,6 +10,7 @@ import (
 	"runtime"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -187,4 +188,91 @@ func measureStarts(b *testing.B, v *vmms, def wmiapi.DefineSystemRequest) {
 		}
 	}
 	b.ReportMetric(float64(total.Microseconds())/float64(b.N)/1000, "ms/first-byte")
+}
+
+// waitFor follows a partition's console from cursor until want appears.
+func waitFor(b *testing.B, v *vmms, name string, cursor uint64, want string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, "GET", fmt.Sprintf("%s%s/Msvm_ComputerSystem/%s/console?follow=true&cursor=%d", v.base, wmiapi.Prefix, name, cursor), nil)
+	req.Header.Set("Authorization", "Bearer "+v.token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var got []byte
+	buf := make([]byte, 4096)
+	for !strings.Contains(string(got), want) {
+		n, err := resp.Body.Read(buf)
+		got = append(got, buf[:n]...)
+		if err != nil {
+			b.Fatalf("console ended before %q: %v; got %q", want, err, got)
+		}
+	}
+}
+
+func median(d []time.Duration) time.Duration {
+	sort.Slice(d, func(i, j int) bool { return d[i] < d[j] })
+	return d[len(d)/2]
+}
+
+// BenchmarkHvguest: the default Generation 2 guest through the API.
+// "banner" times RequestStateChange(2) to hvguest's prompt after its
+// banner (VMBus connected, console and integration services open);
+// "console-rtt" times a line sent through the API to its echo coming
+// back through the API, beside the same round trip through a Generation
+// 1 guest's emulated UART (SeaBIOS and the console test MBR).
+//
+//	go test -run '^$' -bench Hvguest -benchtime 20x ./cmd/vmms
+func BenchmarkHvguest(b *testing.B) {
+	requireKVM(b)
+	b.Run("banner", func(b *testing.B) {
+		v := startVMMS(b, b.TempDir(), "--log-level", "info")
+		v.defineGen2("hv", "", 64)
+		var times []time.Duration
+		for i := 0; i < b.N; i++ {
+			cursor := consoleEnd(b, v, "hv")
+			t0 := time.Now()
+			if j := v.change("hv", wmiapi.RequestRunning); j.JobState != wmiapi.JobCompleted {
+				b.Fatalf("start: %+v", j)
+			}
+			waitFor(b, v, "hv", cursor, "hvguest> ")
+			times = append(times, time.Since(t0))
+			if j := v.change("hv", wmiapi.RequestOff); j.JobState != wmiapi.JobCompleted {
+				b.Fatalf("off: %+v", j)
+			}
+		}
+		b.ReportMetric(float64(median(times).Microseconds())/1000, "median-ms/banner")
+	})
+	rtt := func(b *testing.B, v *vmms, name, send, want string) {
+		var times []time.Duration
+		for i := 0; i < b.N; i++ {
+			cursor := consoleEnd(b, v, name)
+			t0 := time.Now()
+			v.sendConsole(name, fmt.Sprintf(send, i))
+			waitFor(b, v, name, cursor, fmt.Sprintf(want, i))
+			times = append(times, time.Since(t0))
+		}
+		b.ReportMetric(float64(median(times).Microseconds())/1000, "median-ms/round-trip")
+	}
+	b.Run("console-rtt/gen2-vmbus", func(b *testing.B) {
+		v := startVMMS(b, b.TempDir(), "--log-level", "info")
+		v.defineGen2("hv", "", 64)
+		if j := v.change("hv", wmiapi.RequestRunning); j.JobState != wmiapi.JobCompleted {
+			b.Fatalf("start: %+v", j)
+		}
+		v.waitConsole("hv", 30*time.Second, "hvguest> ")
+		rtt(b, v, "hv", "echo rt%d\n", "\r\nrt%d\r\n")
+	})
+	b.Run("console-rtt/gen1-uart", func(b *testing.B) {
+		v := startVMMS(b, b.TempDir(), "--log-level", "info")
+		img, _ := testguest.ConsoleDisk(b, b.TempDir())
+		v.defineGen1("g1", img)
+		if j := v.change("g1", wmiapi.RequestRunning); j.JobState != wmiapi.JobCompleted {
+			b.Fatalf("start: %+v", j)
+		}
+		v.waitConsole("g1", 90*time.Second, testguest.ConsoleToken)
+		rtt(b, v, "g1", "rt%d\n", "RT%d")
+	})
 }
