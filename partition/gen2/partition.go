@@ -96,6 +96,8 @@ type Partition struct {
 	hypercalls    atomic.Uint64
 	doorbellExits atomic.Uint64 // doorbell writes no ioeventfd matched
 
+	vdsoOnce sync.Once // the vDSO's clock parameters, set up with the first vCPU
+
 	pauseMu   sync.Mutex
 	pauseCond *sync.Cond
 	paused    bool // guarded by pauseMu
@@ -204,6 +206,10 @@ func New(cfg Config) (*Partition, error) {
 			return nil, err
 		}
 	}
+	p.as.add(VDSOPage, VDSOPage+4096, protRead|protExec)
+	if err := p.as.load(VDSOPage, vdsoImage()); err != nil {
+		return nil, err
+	}
 	rsp, err := p.buildStack(x)
 	if err != nil {
 		return nil, err
@@ -273,9 +279,10 @@ func (p *Partition) buildStack(x *elf.Executable) (uint64, error) {
 		atEntry  = 9
 		atUID    = 11
 		atRandom = 25
+		atVDSO   = 33 // AT_SYSINFO_EHDR
 	)
 	auxv := []uint64{atPhdr, x.PhdrAddr, atPhent, uint64(x.Phentsz), atPhnum, uint64(x.Phnum), atPagesz, 4096,
-		atEntry, x.Entry, atUID, 0, atRandom, random, atNull, 0}
+		atEntry, x.Entry, atUID, 0, atRandom, random, atVDSO, VDSOPage, atNull, 0}
 	words := []uint64{uint64(len(argvp))}
 	words = append(words, argvp...)
 	words = append(words, 0)
@@ -656,8 +663,30 @@ func (p *Partition) setup(v *kvm.VCPU, t *thread) error {
 	if err := v.SetFPU(kvm.FPU{FCW: 0x37F, MXCSR: 0x1F80}); err != nil {
 		return err
 	}
+	var err2 error
+	p.vdsoOnce.Do(func() { err2 = p.setVDSOParams(v) })
+	if err2 != nil {
+		return fmt.Errorf("vDSO clock: %w", err2)
+	}
 	r := t.start
 	return v.SetRegs(r)
+}
+
+// setVDSOParams writes the vDSO's clock parameters, sampled on v, into
+// its page (which the program cannot write).
+func (p *Partition) setVDSOParams(v *kvm.VCPU) error {
+	b, err := vdsoParams(v)
+	if err != nil {
+		return err
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	pa, ok := p.as.translate(VDSOPage, false)
+	if !ok {
+		return errors.New("the vDSO page is not mapped")
+	}
+	copy(p.mem.Bytes()[pa+vdsoData:], b)
+	return nil
 }
 
 // returnToUser resumes the program after a system call: at the

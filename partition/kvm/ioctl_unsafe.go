@@ -305,3 +305,10 @@ func (v *VCPU) MMIO() MMIOExit {
 func (v *VCPU) ExitWord() uint32 {
 	return binary.LittleEndian.Uint32(v.run[runOffExit:])
 }
+
+// TSCKHz is the frequency of the vCPU's time-stamp counter, in kHz
+// (KVM_GET_TSC_KHZ).
+func (v *VCPU) TSCKHz() (uint32, error) {
+	r, err := ioctl(v.f.Fd(), kvmGetTSCKHz, 0)
+	return uint32(r), err
+}

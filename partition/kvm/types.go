@@ -138,6 +138,7 @@ const (
 	kvmSetSregs             = 0x4138AE84
 	kvmGetMSRs              = 0xC008AE88
 	kvmSetMSRs              = 0x4008AE89
+	kvmGetTSCKHz            = 0xAEA3 // _IO(KVMIO, 0xa3)
 	kvmGetFPU               = 0x81A0AE8C
 	kvmSetFPU               = 0x41A0AE8D
 	kvmSetCPUID2            = 0x4008AE90

@@ -21,15 +21,19 @@ import (
 func BenchmarkVMBusStream(b *testing.B) {
 	testenv.RequireKVM(b)
 	prog := buildGuest(b, "echoguest")
-	for _, size := range []int{64, 1024} {
-		b.Run(fmt.Sprintf("%dB", size), func(b *testing.B) {
+	for _, c := range []struct {
+		size  int
+		extra []string
+	}{{64, nil}, {1024, nil}, {1024, []string{"pages", "128"}}, {1024, []string{"spin", "50us"}}, {64, []string{"pages", "128", "spin", "50us"}}, {1024, []string{"pages", "128", "spin", "50us"}}} {
+		size := c.size
+		b.Run(fmt.Sprintf("%dB%s", size, strings.Join(c.extra, "-")), func(b *testing.B) {
 			const count = 200000
 			var exits, signals, packets float64
 			var secs float64
 			for i := 0; i < b.N; i++ {
 				r := newRootSide(b)
 				var out strings.Builder
-				p, err := gen2.New(gen2.Config{Name: "stream", Program: prog, Args: []string{fmt.Sprint(count), "fixed", fmt.Sprint(size)},
+				p, err := gen2.New(gen2.Config{Name: "stream", Program: prog, Args: append([]string{fmt.Sprint(count), "fixed", fmt.Sprint(size)}, c.extra...),
 					Memory: memSize, Console: &out, GuestMemory: r.mem, VMBus: r.conn})
 				if err != nil {
 					b.Fatal(err)

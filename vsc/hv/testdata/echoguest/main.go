@@ -1,16 +1,18 @@
 // Command echoguest is a Generation 2 test guest: it connects VMBus from
 // inside its partition, opens the echo device and streams packets to it.
 //
-//	echoguest COUNT [completions] [fixed SIZE]
+//	echoguest COUNT [completions] [fixed SIZE] [pages N] [spin DURATION]
 package main
 
 import (
 	"fmt"
 	"os"
 	"strconv"
+	"time"
 
 	"github.com/partita-hv/partita/vmbus/client"
 	"github.com/partita-hv/partita/vmbus/echo"
+	"github.com/partita-hv/partita/vmbus/ring"
 	"github.com/partita-hv/partita/vsc/hv"
 )
 
@@ -31,8 +33,24 @@ func run(args []string) error {
 	}
 	var opt echo.Options
 	sizes := echo.Mixed
+	ringPages := 16
+	var spin time.Duration
 	for i := 1; i < len(args); i++ {
 		switch args[i] {
+		case "pages", "spin":
+			i++
+			if i == len(args) {
+				return fmt.Errorf("%s needs a value", args[i-1])
+			}
+			var err error
+			if args[i-1] == "pages" {
+				ringPages, err = strconv.Atoi(args[i])
+			} else {
+				spin, err = time.ParseDuration(args[i])
+			}
+			if err != nil {
+				return err
+			}
 		case "completions":
 			opt.Completions = true
 		case "fixed":
@@ -51,16 +69,16 @@ func run(args []string) error {
 	if err != nil {
 		return err
 	}
-	pages, err := t.Pages(64)
+	pages, err := t.Pages(2*ringPages + 8)
 	if err != nil {
 		return err
 	}
-	c, err := client.Connect(t, client.Config{Pages: pages})
+	c, err := client.Connect(t, client.Config{Pages: pages, Endpoint: ring.EndpointConfig{Spin: spin}})
 	if err != nil {
 		return fmt.Errorf("connect: %w", err)
 	}
 	fmt.Printf("vmbus %v, %d offers\n", c.Version(), len(c.Offers()))
-	res, err := echo.RunGuest(c, 16, count, sizes, opt)
+	res, err := echo.RunGuest(c, ringPages, count, sizes, opt)
 	if err != nil {
 		return err
 	}
