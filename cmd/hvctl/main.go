@@ -29,8 +29,8 @@ Hyper-V's PowerShell cmdlets; NAME is a partition's name or GUID.
         Define a partition. --memory is a whole number of MiB, as in 64M,
         512M or 1G (default 64M); --processors defaults to 1. --firmware is
         a Generation 1 BIOS ROM (default: the service's SeaBIOS), --guest a
-        Generation 2 static ELF. --disk (an image) and --switch (a virtual
-        switch's name) repeat.
+        Generation 2 static ELF (default: hvguest beside vmms). --disk (an
+        image) and --switch (a virtual switch's name) repeat.
   get-vm [NAME]
         List the partitions, or show one.
   start-vm NAME

@@ -777,3 +777,15 @@ func TestHostileGen2Guest(t *testing.T) {
 		t.Fatalf("turn off: %+v", j)
 	}
 }
+
+// TestDemo: vmms --demo (what ./run starts) brings up a Generation 1
+// SeaBIOS partition and a Generation 2 hvguest partition.
+func TestDemo(t *testing.T) {
+	requireKVM(t)
+	testenv.RequireFile(t, "/usr/share/seabios/bios.bin", "seabios")
+	v := startVMMS(t, t.TempDir(), "--demo")
+	v.waitConsole("demo-gen1", 60*time.Second, "SeaBIOS (version")
+	v.waitConsole("demo-gen2", 30*time.Second, "Partita hvguest: VMBus", "hvguest> ")
+	v.sendConsole("demo-gen2", "devices\n")
+	v.waitConsole("demo-gen2", 10*time.Second, "console (VMBus UART)")
+}

@@ -2,12 +2,16 @@
 // definitions, runs one worker process per running partition, and serves
 // the WMI-style management API and Prometheus metrics.
 //
-//	vmms [--state-dir DIR] [--listen ADDR|unix:PATH] [--log-format text|json] [--log-level info] [--no-spare-worker]
+//	vmms [--state-dir DIR] [--listen ADDR|unix:PATH] [--log-format text|json] [--log-level info] [--no-spare-worker] [--demo]
 //
 // Every API route but /metrics and /healthz needs the bearer token in
 // DIR/api-token (made at first start, mode 0600). On SIGINT or SIGTERM
 // the service turns off the running partitions (their disks are flushed)
 // and exits; a restarted service brings the definitions back, all Off.
+//
+// With --demo it also defines and starts a Generation 1 partition booting
+// SeaBIOS and a Generation 2 partition running hvguest (which must sit
+// beside vmms; ./run builds both) and prints how to reach their consoles.
 //
 // The same binary is the worker: run with argv[0] "vmwp", it is vmwp.
 package main
@@ -21,6 +25,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -43,18 +48,19 @@ func main() {
 	logFormat := flag.String("log-format", "text", "log format: text or json")
 	logLevel := flag.String("log-level", "info", "log level: trace, debug, info, warn, error")
 	noSpare := flag.Bool("no-spare-worker", false, "do not keep a worker process ready for the next start")
+	demoMode := flag.Bool("demo", false, "define and start a Generation 1 (SeaBIOS) and a Generation 2 (hvguest) partition")
 	flag.Parse()
 	if flag.NArg() != 0 {
 		fmt.Fprintf(os.Stderr, "vmms: unexpected arguments %q\n", flag.Args())
 		os.Exit(2)
 	}
-	if err := run(*stateDir, *listen, *logFormat, *logLevel, *noSpare); err != nil {
+	if err := run(*stateDir, *listen, *logFormat, *logLevel, *noSpare, *demoMode); err != nil {
 		fmt.Fprintln(os.Stderr, "vmms:", err)
 		os.Exit(1)
 	}
 }
 
-func run(stateDir, listen, logFormat, logLevel string, noSpare bool) error {
+func run(stateDir, listen, logFormat, logLevel string, noSpare, demoMode bool) error {
 	if logFormat != "text" && logFormat != "json" {
 		return fmt.Errorf("--log-format %q: want text or json", logFormat)
 	}
@@ -88,6 +94,19 @@ func run(stateDir, listen, logFormat, logLevel string, noSpare bool) error {
 	var serveErr error
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
+	if demoMode {
+		hvctl := "hvctl"
+		if exe, err := os.Executable(); err == nil {
+			hvctl = filepath.Join(filepath.Dir(exe), "hvctl")
+		}
+		if !strings.HasPrefix(listen, "unix:") && listen != wmiapi.DefaultListen {
+			hvctl += " --server http://" + ln.Addr().String()
+		}
+		if stateDir != wmiapi.DefaultStateDir() {
+			hvctl += " --state-dir " + stateDir
+		}
+		demo(svc, hvctl, func(s string) { fmt.Println(s) })
+	}
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
 	select {
