@@ -267,11 +267,12 @@ func (v *vmms) waitConsole(name string, limit time.Duration, want ...string) str
 		if all {
 			return string(got)
 		}
-		n, err := resp.Body.Read(buf)
-		got = append(got, buf[:n]...)
 		if err != nil {
 			v.t.Fatalf("console of %s ended (%v) before %q; got %q", name, err, want, got)
 		}
+		var n int
+		n, err = resp.Body.Read(buf)
+		got = append(got, buf[:n]...)
 	}
 }
 
@@ -788,4 +789,37 @@ func TestDemo(t *testing.T) {
 	v.waitConsole("demo-gen2", 30*time.Second, "Partita hvguest: VMBus", "hvguest> ")
 	v.sendConsole("demo-gen2", "devices\n")
 	v.waitConsole("demo-gen2", 10*time.Second, "console (VMBus UART)")
+}
+
+// TestGen2ShutDownJob: RequestStateChange(4) shuts a Generation 2 guest
+// down through its shutdown integration service; a guest without one
+// (a program that never connects VMBus) gets a job in Exception.
+func TestGen2ShutDownJob(t *testing.T) {
+	requireKVM(t)
+	v := startVMMS(t, t.TempDir())
+	name := unique("g2shut")
+	v.defineGen2(name, "", 64)
+	if j := v.change(name, wmiapi.RequestRunning); j.JobState != wmiapi.JobCompleted {
+		t.Fatalf("start: %+v", j)
+	}
+	v.waitConsole(name, 30*time.Second, "hvguest> ")
+	if j := v.change(name, wmiapi.RequestShutDown); j.JobState != wmiapi.JobCompleted {
+		t.Fatalf("shut down: %+v", j)
+	}
+	if cs := v.system(name); cs.EnabledState != wmiapi.StateOff {
+		t.Fatalf("state %d after the shutdown job", cs.EnabledState)
+	}
+	v.waitConsole(name, time.Second, "shutdown requested by the host")
+
+	deaf := unique("g2deaf")
+	v.defineGen2(deaf, testguest.Gen2Echo(t, t.TempDir()), 16)
+	if j := v.change(deaf, wmiapi.RequestRunning); j.JobState != wmiapi.JobCompleted {
+		t.Fatalf("start: %+v", j)
+	}
+	if j := v.change(deaf, wmiapi.RequestShutDown); j.JobState != wmiapi.JobException || !strings.Contains(j.ErrorDescription, "integration service") {
+		t.Fatalf("shut down a guest without the shutdown IC: %+v", j)
+	}
+	if j := v.change(deaf, wmiapi.RequestOff); j.JobState != wmiapi.JobCompleted {
+		t.Fatalf("turn off: %+v", j)
+	}
 }
