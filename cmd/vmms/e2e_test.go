@@ -566,19 +566,8 @@ func TestGoGuestThroughTheAPI(t *testing.T) {
 		t.Fatalf("start: %+v", j)
 	}
 	v.waitConsole(name, 60*time.Second, "goroutines done", "timers done true", "allocated 67108864 57")
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		cs := v.system(name)
-		if cs.EnabledState == wmiapi.StateOff {
-			if cs.LastStopReason != "program exited with status 0" || cs.HealthState != wmiapi.HealthOK {
-				t.Fatalf("after the program: %+v", cs)
-			}
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("still %d 30 s after the program's output", cs.EnabledState)
-		}
-		time.Sleep(20 * time.Millisecond)
+	if cs := v.waitOff(name, 30*time.Second); cs.LastStopReason != "program exited with status 0" || cs.HealthState != wmiapi.HealthOK {
+		t.Fatalf("after the program: %+v", cs)
 	}
 }
 
@@ -680,18 +669,8 @@ func TestHvguestThroughTheAPI(t *testing.T) {
 		t.Fatalf("InitiateShutdown: %d %+v", status, res)
 	}
 	v.waitConsole(name, 10*time.Second, "shutdown requested by the host: end of test")
-	for deadline := time.Now().Add(30 * time.Second); ; {
-		cs := v.system(name)
-		if cs.EnabledState == wmiapi.StateOff {
-			if cs.HealthState != wmiapi.HealthOK {
-				t.Errorf("health %d after a clean shutdown", cs.HealthState)
-			}
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("still %d 30 s after InitiateShutdown", cs.EnabledState)
-		}
-		time.Sleep(20 * time.Millisecond)
+	if cs := v.waitOff(name, 30*time.Second); cs.HealthState != wmiapi.HealthOK || cs.LastStopReason != "program exited with status 0" {
+		t.Errorf("after a clean shutdown: %+v", cs)
 	}
 	// Off: no contact, and shutting down again is refused clearly.
 	v.waitHeartbeat(name, wmiapi.StatusNoContact, time.Second)
@@ -735,18 +714,9 @@ func TestHostileGen2Guest(t *testing.T) {
 	requireKVM(t)
 	v := startVMMS(t, t.TempDir())
 	good := unique("good")
-	v.defineGen2(good, "", 64)
-	if j := v.change(good, wmiapi.RequestRunning); j.JobState != wmiapi.JobCompleted {
-		t.Fatalf("start: %+v", j)
-	}
-	v.waitConsole(good, 30*time.Second, "hvguest> ")
+	v.startHvguest(good)
 
-	bin := filepath.Join(t.TempDir(), "hostileguest")
-	cmd := exec.Command("go", "build", "-o", bin, "./testdata/hostileguest")
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	bin := testguest.GoProgram(t, t.TempDir(), "cmd/vmms/testdata/hostileguest")
 	bad := unique("hostile")
 	v.defineGen2(bad, bin, 64)
 	if j := v.change(bad, wmiapi.RequestRunning); j.JobState != wmiapi.JobCompleted {
@@ -762,12 +732,7 @@ func TestHostileGen2Guest(t *testing.T) {
 	}
 	// It ends one way or another (its own fault or its exit); either way
 	// the other partition and the root go on.
-	for deadline := time.Now().Add(30 * time.Second); v.system(bad).EnabledState != wmiapi.StateOff; time.Sleep(20 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("the hostile partition is still running after 30 s")
-		}
-	}
-	t.Logf("hostile partition ended: %+v", v.system(bad))
+	t.Logf("hostile partition ended: %+v", v.waitOff(bad, 30*time.Second))
 	if cs := v.system(good); cs.EnabledState != wmiapi.StateRunning {
 		t.Fatalf("the good partition is %d", cs.EnabledState)
 	}
@@ -798,11 +763,7 @@ func TestGen2ShutDownJob(t *testing.T) {
 	requireKVM(t)
 	v := startVMMS(t, t.TempDir())
 	name := unique("g2shut")
-	v.defineGen2(name, "", 64)
-	if j := v.change(name, wmiapi.RequestRunning); j.JobState != wmiapi.JobCompleted {
-		t.Fatalf("start: %+v", j)
-	}
-	v.waitConsole(name, 30*time.Second, "hvguest> ")
+	v.startHvguest(name)
 	if j := v.change(name, wmiapi.RequestShutDown); j.JobState != wmiapi.JobCompleted {
 		t.Fatalf("shut down: %+v", j)
 	}
@@ -821,5 +782,30 @@ func TestGen2ShutDownJob(t *testing.T) {
 	}
 	if j := v.change(deaf, wmiapi.RequestOff); j.JobState != wmiapi.JobCompleted {
 		t.Fatalf("turn off: %+v", j)
+	}
+}
+
+// startHvguest defines a Generation 2 partition without a GuestFile (so
+// it runs hvguest), starts it and waits for the shell's prompt.
+func (v *vmms) startHvguest(name string) {
+	v.t.Helper()
+	v.defineGen2(name, "", 64)
+	if j := v.change(name, wmiapi.RequestRunning); j.JobState != wmiapi.JobCompleted {
+		v.t.Fatalf("start %s: %+v", name, j)
+	}
+	v.waitConsole(name, 30*time.Second, "hvguest> ")
+}
+
+// waitOff waits until a partition is Off and returns it.
+func (v *vmms) waitOff(name string, limit time.Duration) wmiapi.ComputerSystem {
+	v.t.Helper()
+	for deadline := time.Now().Add(limit); ; time.Sleep(20 * time.Millisecond) {
+		cs := v.system(name)
+		if cs.EnabledState == wmiapi.StateOff {
+			return cs
+		}
+		if time.Now().After(deadline) {
+			v.t.Fatalf("%s still %d after %v", name, cs.EnabledState, limit)
+		}
 	}
 }

@@ -134,33 +134,30 @@ func Static64(t testing.TB, dir, src string) string {
 
 // GoGuest builds partition/gen2/testdata/goguest, a Go test program (it
 // runs goroutines, timers and a 64 MiB allocation, and panics when given
-// an argument), as a static executable in dir.
+// an argument), as a static executable in dir. It is a module of its own.
 func GoGuest(t testing.TB, dir string) string {
-	t.Helper()
-	gotool := testenv.RequireTool(t, "go")
-	_, file, _, _ := runtime.Caller(0)
-	bin := filepath.Join(dir, "goguest")
-	cmd := exec.Command(gotool, "build", "-o", bin, ".")
-	cmd.Dir = filepath.Join(filepath.Dir(file), "..", "..", "partition", "gen2", "testdata", "goguest")
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=amd64", "GOFLAGS=-mod=mod")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	return bin
+	return goProgram(t, dir, "partition/gen2/testdata/goguest", "GOFLAGS=-mod=mod")
 }
 
 // Hvguest builds cmd/hvguest, the default Generation 2 guest, into dir
 // and returns its path.
-func Hvguest(t testing.TB, dir string) string {
+func Hvguest(t testing.TB, dir string) string { return GoProgram(t, dir, "cmd/hvguest") }
+
+// GoProgram builds the Go package in pkg (a directory relative to the
+// repository's root) as a static Linux executable for a Generation 2
+// partition, into dir, and returns its path.
+func GoProgram(t testing.TB, dir, pkg string) string { return goProgram(t, dir, pkg) }
+
+func goProgram(t testing.TB, dir, pkg string, env ...string) string {
 	t.Helper()
 	gotool := testenv.RequireTool(t, "go")
 	_, file, _, _ := runtime.Caller(0)
-	bin := filepath.Join(dir, "hvguest")
-	cmd := exec.Command(gotool, "build", "-o", bin, "./cmd/hvguest")
-	cmd.Dir = filepath.Join(filepath.Dir(file), "..", "..")
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=amd64")
+	bin := filepath.Join(dir, filepath.Base(pkg))
+	cmd := exec.Command(gotool, "build", "-o", bin, ".")
+	cmd.Dir = filepath.Join(filepath.Dir(file), "..", "..", pkg)
+	cmd.Env = append(append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=amd64"), env...)
 	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build hvguest: %v\n%s", err, out)
+		t.Fatalf("go build %s: %v\n%s", pkg, err, out)
 	}
 	return bin
 }

@@ -1,5 +1,7 @@
-// Package vmbustest connects a VMBus channel server and client in one
-// process over the cross-process transport, for device tests.
+// Package vmbustest sets up a VMBus channel server over the
+// cross-process transport for tests: with a client in the same process
+// (Connect), or for a guest elsewhere, such as a Generation 2 partition
+// (NewHost).
 package vmbustest
 
 import (
@@ -14,19 +16,26 @@ import (
 	"github.com/partita-hv/partita/vmbus/xproc"
 )
 
-const memSize = 8 << 20
-
 // Device is one offer.
 type Device struct {
 	Spec   host.OfferSpec
 	Device host.Device
 }
 
-// Connect offers devs from a server and connects a client to it; both
-// are closed when the test ends.
-func Connect(t testing.TB, devs ...Device) (*client.Client, *host.Server) {
+// Host is a server over guest memory of its own, as the root runs one
+// for a partition.
+type Host struct {
+	Mem       *memory.Memory // the host's mapping
+	Transport *xproc.Host
+	Server    *host.Server
+	GuestConn *os.File // the guest's end of the transport socket
+}
+
+// NewHost makes size bytes of guest memory and a server offering devs;
+// all is closed when the test ends.
+func NewHost(t testing.TB, size uint64, devs ...Device) *Host {
 	t.Helper()
-	mem, err := memory.New("vmbustest", memSize)
+	mem, err := memory.New("vmbustest", size)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -34,21 +43,40 @@ func Connect(t testing.TB, devs ...Device) (*client.Client, *host.Server) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := host.NewServer(tr, host.Config{})
+	h := &Host{Mem: mem, Transport: tr, Server: host.NewServer(tr, host.Config{}), GuestConn: conn}
+	t.Cleanup(func() { h.Server.Close(); tr.Close(); conn.Close(); mem.Close() })
 	for _, d := range devs {
-		if _, err := srv.Offer(d.Spec, d.Device); err != nil {
+		if _, err := h.Server.Offer(d.Spec, d.Device); err != nil {
 			t.Fatal(err)
 		}
 	}
-	fd, err := unix.Dup(int(mem.File().Fd()))
+	return h
+}
+
+// Map maps the guest memory again, as a guest process or a worker would;
+// the caller closes it (or hands it to what does).
+func (h *Host) Map(t testing.TB) *memory.Memory {
+	t.Helper()
+	fd, err := unix.Dup(int(h.Mem.File().Fd()))
 	if err != nil {
 		t.Fatal(err)
 	}
-	gmem, err := memory.Open(os.NewFile(uintptr(fd), "guest"), memSize)
+	m, err := memory.Open(os.NewFile(uintptr(fd), "guest"), h.Mem.Size())
 	if err != nil {
 		t.Fatal(err)
 	}
-	g, err := xproc.Dial(conn, gmem, 0x1000)
+	return m
+}
+
+const memSize = 8 << 20
+
+// Connect offers devs from a server and connects a client to it in this
+// process; both are closed when the test ends.
+func Connect(t testing.TB, devs ...Device) (*client.Client, *host.Server) {
+	t.Helper()
+	h := NewHost(t, memSize, devs...)
+	gmem := h.Map(t)
+	g, err := xproc.Dial(h.GuestConn, gmem, 0x1000)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -60,14 +88,6 @@ func Connect(t testing.TB, devs ...Device) (*client.Client, *host.Server) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		c.Disconnect()
-		g.Close()
-		srv.Close()
-		tr.Close()
-		conn.Close()
-		gmem.Close()
-		mem.Close()
-	})
-	return c, srv
+	t.Cleanup(func() { c.Disconnect(); g.Close(); gmem.Close() })
+	return c, h.Server
 }

@@ -34,7 +34,7 @@ func BenchmarkVMBusStream(b *testing.B) {
 				r := newRootSide(b)
 				var out strings.Builder
 				p, err := gen2.New(gen2.Config{Name: "stream", Program: prog, Args: append([]string{fmt.Sprint(count), "fixed", fmt.Sprint(size)}, c.extra...),
-					Memory: memSize, Console: &out, GuestMemory: r.mem, VMBus: r.conn})
+					Memory: memSize, Console: &out, GuestMemory: r.Map(b), VMBus: r.GuestConn})
 				if err != nil {
 					b.Fatal(err)
 				}
@@ -60,7 +60,6 @@ func BenchmarkVMBusStream(b *testing.B) {
 				signals += float64(sig)
 				packets += float64(n)
 				secs += elapsed
-				r.close()
 			}
 			b.ReportMetric(exits/packets, "worker-exits/packet")
 			b.ReportMetric(signals/packets, "doorbells/packet")

@@ -1,84 +1,43 @@
 package hv_test
 
 import (
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/partita-hv/partita/internal/testenv"
+	"github.com/partita-hv/partita/internal/testguest"
+	"github.com/partita-hv/partita/internal/vmbustest"
 	"github.com/partita-hv/partita/partition/gen2"
-	"github.com/partita-hv/partita/partition/memory"
 	"github.com/partita-hv/partita/vmbus/echo"
 	"github.com/partita-hv/partita/vmbus/host"
-	"github.com/partita-hv/partita/vmbus/xproc"
 )
 
 // buildGuest builds testdata/name as a static Generation 2 guest.
 func buildGuest(t testing.TB, name string) string {
-	t.Helper()
-	gotool := testenv.RequireTool(t, "go")
-	bin := filepath.Join(t.TempDir(), name)
-	cmd := exec.Command(gotool, "build", "-o", bin, "./testdata/"+name)
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=amd64")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	return bin
+	return testguest.GoProgram(t, t.TempDir(), "vsc/hv/testdata/"+name)
 }
 
 // rootSide is what the root runs for a Generation 2 partition's VMBus:
-// its own mapping of guest memory, the transport host and the server.
+// the server over the partition's memory, offering the echo device.
 type rootSide struct {
-	mem   *memory.Memory // the partition's, handed to the worker
-	tr    *xproc.Host
-	srv   *host.Server
-	conn  *os.File // the worker's end of the socket
-	rmem  *memory.Memory
-	echo  *echo.Device
-	close func()
+	*vmbustest.Host
+	echo *echo.Device
 }
 
 const memSize = 64 << 20
 
 func newRootSide(t testing.TB) *rootSide {
 	t.Helper()
-	mem, err := memory.New("hv-test", memSize)
-	if err != nil {
-		t.Fatal(err)
-	}
-	fd, err := unix.Dup(int(mem.File().Fd()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	rmem, err := memory.Open(os.NewFile(uintptr(fd), "root-view"), memSize)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tr, conn, err := xproc.NewHost(rmem, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := host.NewServer(tr, host.Config{})
 	dev := &echo.Device{}
-	if _, err := srv.Offer(host.OfferSpec{InterfaceType: echo.InterfaceType}, dev); err != nil {
-		t.Fatal(err)
-	}
-	r := &rootSide{mem: mem, tr: tr, srv: srv, conn: conn, rmem: rmem, echo: dev}
-	r.close = func() { srv.Close(); tr.Close(); conn.Close(); rmem.Close() }
-	t.Cleanup(r.close)
-	return r
+	return &rootSide{Host: vmbustest.NewHost(t, memSize, vmbustest.Device{Spec: host.OfferSpec{InterfaceType: echo.InterfaceType}, Device: dev}), echo: dev}
 }
 
 func runGuest(t testing.TB, r *rootSide, prog string, args ...string) (gen2.Exit, string, time.Duration) {
 	t.Helper()
 	var out testenv.Buffer
 	p, err := gen2.New(gen2.Config{Name: "echo", Program: prog, Args: args, Memory: memSize,
-		Console: &out, GuestMemory: r.mem, VMBus: r.conn})
+		Console: &out, GuestMemory: r.Map(t), VMBus: r.GuestConn})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -106,7 +65,7 @@ func TestVMBusEchoInsidePartition(t *testing.T) {
 	if n, _, faults := r.echo.Stats(); n != 5000 || faults != 0 {
 		t.Errorf("device saw %d packets, %d faults", n, faults)
 	}
-	if s := r.srv.Stats(); s.ProtocolErrors != 0 || s.ChannelFailures != 0 || s.ChannelsOpened != 1 {
+	if s := r.Server.Stats(); s.ProtocolErrors != 0 || s.ChannelFailures != 0 || s.ChannelsOpened != 1 {
 		t.Errorf("server %+v", s)
 	}
 	t.Logf("run took %v", took)
