@@ -95,6 +95,7 @@ func TestBadInput(t *testing.T) {
 		t.Fatalf("define gen2: %d %s", code, b)
 	}
 	define := wmiapi.Prefix + "/Msvm_VirtualSystemManagementService/DefineSystem"
+	addKVP := wmiapi.Prefix + "/Msvm_VirtualSystemManagementService/AddKvpItems"
 	big := append([]byte(`{"SystemSettings":{"ElementName":"`), bytes.Repeat([]byte("a"), wmiapi.MaxBody)...)
 	big = append(big, `"}}`...)
 	defineBody := func(name string, mem, cpus uint64) []byte {
@@ -107,6 +108,16 @@ func TestBadInput(t *testing.T) {
 		code                      string
 	}{
 		{"malformed JSON", "POST", define, a.token, []byte(`{"SystemSettings":`), 400, wmiapi.CodeBadJSON},
+		{"KVP for a Generation 1 partition", "POST", addKVP, a.token, []byte(`{"TargetSystem":"existing","DataItems":[{"Name":"a","Data":"b"}]}`), 422, wmiapi.CodeNotSupported},
+		{"KVP item without a name", "POST", addKVP, a.token, []byte(`{"TargetSystem":"gen2","DataItems":[{"Name":"","Data":"b"}]}`), 422, wmiapi.CodeInvalid},
+		{"KVP name with NUL", "POST", addKVP, a.token, []byte(`{"TargetSystem":"gen2","DataItems":[{"Name":"a\u0000b","Data":"b"}]}`), 422, wmiapi.CodeInvalid},
+		{"KVP data too long", "POST", addKVP, a.token, fmt.Appendf(nil, `{"TargetSystem":"gen2","DataItems":[{"Name":"a","Data":%q}]}`, strings.Repeat("d", 1024)), 422, wmiapi.CodeInvalid},
+		{"KVP item from the guest", "POST", addKVP, a.token, []byte(`{"TargetSystem":"gen2","DataItems":[{"Name":"a","Data":"b","Source":1}]}`), 422, wmiapi.CodeInvalid},
+		{"no KVP items", "POST", addKVP, a.token, []byte(`{"TargetSystem":"gen2","DataItems":[]}`), 422, wmiapi.CodeInvalid},
+		{"remove a KVP item never added", "POST", wmiapi.Prefix + "/Msvm_VirtualSystemManagementService/RemoveKvpItems", a.token, []byte(`{"TargetSystem":"gen2","DataItems":[{"Name":"never"}]}`), 404, wmiapi.CodeNotFound},
+		{"shut down a partition that is off", "POST", wmiapi.Prefix + "/Msvm_ComputerSystem/gen2/Msvm_ShutdownComponent/InitiateShutdown", a.token, []byte(`{"Force":false,"Reason":"x"}`), 409, wmiapi.CodeInvalidState},
+		{"shut down with a 2048-character reason", "POST", wmiapi.Prefix + "/Msvm_ComputerSystem/gen2/Msvm_ShutdownComponent/InitiateShutdown", a.token, fmt.Appendf(nil, `{"Reason":%q}`, strings.Repeat("r", 2048)), 422, wmiapi.CodeInvalid},
+		{"shut down a Generation 1 partition through the IC", "POST", wmiapi.Prefix + "/Msvm_ComputerSystem/existing/Msvm_ShutdownComponent/InitiateShutdown", a.token, []byte(`{}`), 422, wmiapi.CodeNotSupported},
 		{"not an object", "POST", define, a.token, []byte(`[1,2,3]`), 400, wmiapi.CodeBadJSON},
 		{"two objects", "POST", define, a.token, []byte(`{} {}`), 400, wmiapi.CodeBadJSON},
 		{"trailing bracket", "POST", define, a.token, []byte(`{"SystemSettings":{"ElementName":"tb"}}}`), 400, wmiapi.CodeBadJSON},
@@ -314,5 +325,43 @@ func TestOpenAPIDocumentsEveryRoute(t *testing.T) {
 		if doc.Paths[path][method] == nil {
 			t.Errorf("OpenAPI lacks %s", want)
 		}
+	}
+}
+
+// TestHostKVPItemsPersist: host KVP items of a partition that is off are
+// kept with its definition, listed by Msvm_KvpExchangeComponent, removed
+// by name, and still there after a restart of the service. Its heartbeat
+// reads no contact.
+func TestHostKVPItemsPersist(t *testing.T) {
+	a := newAPIServer(t)
+	if code, b := a.do("POST", wmiapi.Prefix+"/Msvm_VirtualSystemManagementService/DefineSystem", a.token,
+		[]byte(`{"SystemSettings":{"ElementName":"kv","VirtualSystemSubType":"Microsoft:Hyper-V:SubType:2"}}`)); code != 201 {
+		t.Fatalf("define: %d %s", code, b)
+	}
+	if code, b := a.do("POST", wmiapi.Prefix+"/Msvm_VirtualSystemManagementService/AddKvpItems", a.token,
+		[]byte(`{"TargetSystem":"kv","DataItems":[{"Name":"Keep","Data":"kept ✓"},{"Name":"Drop","Data":"x"}]}`)); code != 200 {
+		t.Fatalf("add: %d %s", code, b)
+	}
+	if code, b := a.do("POST", wmiapi.Prefix+"/Msvm_VirtualSystemManagementService/RemoveKvpItems", a.token,
+		[]byte(`{"TargetSystem":"kv","DataItems":[{"Name":"Drop"}]}`)); code != 200 {
+		t.Fatalf("remove: %d %s", code, b)
+	}
+	a.svc.Close() // the lock goes; a second service reads the same directory
+	svc3, err := root.New(root.Config{StateDir: a.dir, WorkerPath: "/bin/false"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer svc3.Close()
+	k, err := svc3.KvpExchange("kv")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(k.HostExchangeItems) != 1 || k.HostExchangeItems[0] != (wmiapi.KvpExchangeDataItem{Name: "Keep", Data: "kept ✓", Source: wmiapi.KvpSourceHost}) ||
+		len(k.GuestExchangeItems) != 0 {
+		t.Errorf("after a restart: %+v", k)
+	}
+	h, err := svc3.Heartbeat("kv")
+	if err != nil || h.OperationalStatus[0] != wmiapi.StatusNoContact {
+		t.Errorf("heartbeat of a partition that is off: %+v %v", h, err)
 	}
 }

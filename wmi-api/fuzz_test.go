@@ -22,7 +22,7 @@ func FuzzManagementMethods(f *testing.F) {
 		if err != nil {
 			f.Fatal(err)
 		}
-		for m := 0; m < 7; m++ {
+		for m := 0; m < 10; m++ {
 			f.Add(uint8(m), b)
 		}
 	}
@@ -41,11 +41,21 @@ func FuzzManagementMethods(f *testing.F) {
 	if _, err := svc.DefineSystem(wmiapi.DefineSystemRequest{SystemSettings: wmiapi.VirtualSystemSettingData{ElementName: "fuzz"}}); err != nil {
 		f.Fatal(err)
 	}
-	paths := []string{"DefineSystem", "DestroySystem", "ModifySystemSettings", "AddResourceSettings", "ModifyResourceSettings", "RemoveResourceSettings"}
+	// A Generation 2 partition for the KVP methods and InitiateShutdown.
+	if _, err := svc.DefineSystem(wmiapi.DefineSystemRequest{SystemSettings: wmiapi.VirtualSystemSettingData{ElementName: "fuzz2", VirtualSystemSubType: wmiapi.SubTypeGen2}}); err != nil {
+		f.Fatal(err)
+	}
+	paths := []string{"DefineSystem", "DestroySystem", "ModifySystemSettings", "AddResourceSettings", "ModifyResourceSettings", "RemoveResourceSettings",
+		"AddKvpItems", "RemoveKvpItems"}
 	f.Fuzz(func(t *testing.T, method uint8, body []byte) {
-		path := wmiapi.Prefix + "/Msvm_ComputerSystem/fuzz/RequestStateChange"
-		if int(method)%7 < len(paths) {
-			path = wmiapi.Prefix + "/Msvm_VirtualSystemManagementService/" + paths[int(method)%7]
+		var path string
+		switch m := int(method) % 10; {
+		case m < len(paths):
+			path = wmiapi.Prefix + "/Msvm_VirtualSystemManagementService/" + paths[m]
+		case m == len(paths):
+			path = wmiapi.Prefix + "/Msvm_ComputerSystem/fuzz2/Msvm_ShutdownComponent/InitiateShutdown"
+		default:
+			path = wmiapi.Prefix + "/Msvm_ComputerSystem/fuzz/RequestStateChange"
 		}
 		r := httptest.NewRequest("POST", path, bytes.NewReader(body))
 		r.Header.Set("Authorization", "Bearer "+svc.Token())
