@@ -32,6 +32,9 @@ type invocation struct {
 
 	turnOff bool // stop-vm
 	follow  bool // get-vmconsole
+
+	items []string // set-vmkvp: KEY=VALUE
+	keys  []string // remove-vmkvp
 }
 
 // usageError is a mistake on the command line: exit status 2, with usage.
@@ -70,8 +73,12 @@ var verbs = map[string]struct {
 	"get-vmconsole": {1, 1, func(fs *flag.FlagSet, inv *invocation, _ *string) {
 		fs.BoolVar(&inv.follow, "follow", false, "")
 	}},
-	"console": {1, 1, nil},
-	"get-job": {1, 1, nil},
+	"console":                  {1, 1, nil},
+	"get-job":                  {1, 1, nil},
+	"get-vmintegrationservice": {1, 1, nil},
+	"get-vmkvp":                {1, 1, nil},
+	"set-vmkvp":                {1, 1, func(fs *flag.FlagSet, inv *invocation, _ *string) { fs.Var((*listFlag)(&inv.items), "item", "") }},
+	"remove-vmkvp":             {1, 1, func(fs *flag.FlagSet, inv *invocation, _ *string) { fs.Var((*listFlag)(&inv.keys), "key", "") }},
 }
 
 type listFlag []string

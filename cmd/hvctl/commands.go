@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 
 	wmiapi "github.com/partita-hv/partita/wmi-api"
 	"github.com/partita-hv/partita/wmi-api/client"
@@ -37,6 +38,42 @@ func (x *cmd) run(ctx context.Context) error {
 		return x.getConsole(ctx)
 	case "console":
 		return x.attach(ctx)
+	case "get-vmintegrationservice":
+		h, err := x.c.Heartbeat(ctx, x.name)
+		if err != nil {
+			return err
+		}
+		if x.output == "json" {
+			return writeJSON(x.stdout, h)
+		}
+		return writeHeartbeat(x.stdout, h)
+	case "get-vmkvp":
+		k, err := x.c.KvpExchange(ctx, x.name)
+		if err != nil {
+			return err
+		}
+		if x.output == "json" {
+			return writeJSON(x.stdout, k)
+		}
+		return writeKVP(x.stdout, k)
+	case "set-vmkvp":
+		items := map[string]string{}
+		for _, it := range x.items {
+			k, v, ok := strings.Cut(it, "=")
+			if !ok || k == "" {
+				return usagef("--item %q: want KEY=VALUE", it)
+			}
+			items[k] = v
+		}
+		if len(items) == 0 {
+			return usagef("set-vmkvp needs --item KEY=VALUE")
+		}
+		return x.c.AddKvpItems(ctx, x.name, items)
+	case "remove-vmkvp":
+		if len(x.keys) == 0 {
+			return usagef("remove-vmkvp needs --key KEY")
+		}
+		return x.c.RemoveKvpItems(ctx, x.name, x.keys)
 	case "get-job":
 		j, err := x.c.GetJob(ctx, x.name)
 		if err != nil {

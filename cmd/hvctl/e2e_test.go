@@ -25,7 +25,8 @@ import (
 // The end-to-end tests build vmms and hvctl and run the hvctl binary
 // against the real service, as a user would.
 
-// buildBinaries builds vmms and hvctl into dir.
+// buildBinaries builds vmms and hvctl into dir, and hvguest beside them
+// (the default Generation 2 guest).
 func buildBinaries(t *testing.T, dir string) (vmms, hvctl string) {
 	t.Helper()
 	vmms, hvctl = filepath.Join(dir, "vmms"), filepath.Join(dir, "hvctl")
@@ -34,6 +35,7 @@ func buildBinaries(t *testing.T, dir string) (vmms, hvctl string) {
 			t.Fatalf("go build %s: %v\n%s", pkg, err, out)
 		}
 	}
+	testguest.Hvguest(t, dir)
 	return vmms, hvctl
 }
 
@@ -450,4 +452,76 @@ func TestEndToEndGen1(t *testing.T) {
 	h.fails(1, hv("remove-vm", name), "invalid_state")
 	vm(h.ok(hv("stop-vm", name, "--turn-off")...), "Off")
 	h.ok(hv("remove-vm", name)...)
+}
+
+// TestEndToEndGen2: a Generation 2 partition defined without --guest runs
+// hvguest; hvctl shows its heartbeat, sets and lists key-value pairs,
+// talks to its shell and shuts it down through the shutdown integration
+// service.
+func TestEndToEndGen2(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs vmms")
+	}
+	if f, err := os.OpenFile("/dev/kvm", os.O_RDWR, 0); err != nil {
+		t.Skipf("needs /dev/kvm: %v", err)
+	} else {
+		f.Close()
+	}
+	work := t.TempDir()
+	vmmsBin, hvctlBin := buildBinaries(t, t.TempDir())
+	state := t.TempDir()
+	addr := startVMMS(t, vmmsBin, state, "127.0.0.1:0")
+	h := hvctlRunner{t: t, bin: hvctlBin, dir: work, env: []string{wmiapi.EnvServer + "=" + addr}}
+	name := fmt.Sprintf("hvctl2-%d", os.Getpid())
+	hv := func(a ...string) []string { return append([]string{"--state-dir", state}, a...) }
+
+	h.ok(hv("new-vm", name, "--generation", "2", "--memory", "64M")...)
+	h.ok(hv("set-vmkvp", name, "--item", "Site=lab", "--item", "Rack=7")...)
+	h.ok(hv("start-vm", name)...)
+	waitFor(t, "banner", func() string { return h.ok(hv("get-vmconsole", name)...) }, "hvguest> ", 30*time.Second)
+	waitFor(t, "heartbeat", func() string { return h.ok(hv("get-vmintegrationservice", name)...) }, "OK", 15*time.Second)
+	waitFor(t, "KVP", func() string { return h.ok(hv("get-vmkvp", name)...) }, "OSName", 15*time.Second)
+	out := h.ok(hv("get-vmkvp", name)...)
+	have := map[string]bool{}
+	for _, r := range rows(out) {
+		have[strings.Join(r, " ")] = true
+	}
+	for _, want := range []string{"host Rack 7", "host Site lab", "intrinsic OSName Partita hvguest"} {
+		if !have[want] {
+			t.Errorf("get-vmkvp lacks %q:\n%s", want, out)
+		}
+	}
+	h.ok(hv("remove-vmkvp", name, "--key", "Rack")...)
+
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	attach := h.command(ctx, hv("console", name)...)
+	attachOut, attachErr := &syncBuffer{}, &syncBuffer{}
+	attach.Stdout, attach.Stderr = attachOut, attachErr
+	stdin, err := attach.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := attach.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "console", attachErr.String, "Connected to "+name, 20*time.Second)
+	io.WriteString(stdin, "kvp\n")
+	waitFor(t, "console", attachOut.String, "host  Site = lab", 20*time.Second)
+	if strings.Contains(attachOut.String(), "Rack") {
+		t.Errorf("the guest still has the removed item: %q", attachOut.String())
+	}
+	io.WriteString(stdin, "\x1d")
+	attach.Wait()
+
+	out = h.ok(hv("stop-vm", name)...)
+	if r := rows(out); len(r) != 2 || r[1][1] != "Off" {
+		t.Fatalf("after stop-vm:\n%s", out)
+	}
+	if c := h.ok(hv("get-vmconsole", name)...); !strings.Contains(c, "shutdown requested by the host") {
+		t.Errorf("console after stop-vm: %q", c)
+	}
+	if out := h.ok(hv("get-vmintegrationservice", name)...); !strings.Contains(out, "No Contact") {
+		t.Errorf("heartbeat when off:\n%s", out)
+	}
 }

@@ -114,3 +114,33 @@ func writeJSON(w io.Writer, v any) error {
 	enc.SetIndent("", "  ")
 	return enc.Encode(v)
 }
+
+// writeHeartbeat shows the heartbeat integration service's state.
+func writeHeartbeat(w io.Writer, h wmiapi.HeartbeatComponent) error {
+	tw := newTable(w)
+	fmt.Fprintln(tw, "NAME\tSTATUS\tAPPLICATION")
+	status, app := "-", "-"
+	if len(h.StatusDescriptions) > 0 {
+		status = h.StatusDescriptions[0]
+	}
+	if len(h.StatusDescriptions) > 1 {
+		app = h.StatusDescriptions[1]
+	}
+	fmt.Fprintf(tw, "%s\t%s\t%s\n", h.ElementName, status, app)
+	return tw.Flush()
+}
+
+// writeKVP lists key-value pairs by where they come from.
+func writeKVP(w io.Writer, k wmiapi.KvpExchangeComponent) error {
+	tw := newTable(w)
+	fmt.Fprintln(tw, "SOURCE\tNAME\tDATA")
+	for _, g := range []struct {
+		source string
+		items  []wmiapi.KvpExchangeDataItem
+	}{{"host", k.HostExchangeItems}, {"guest", k.GuestExchangeItems}, {"intrinsic", k.GuestIntrinsicExchangeItems}} {
+		for _, it := range g.items {
+			fmt.Fprintf(tw, "%s\t%s\t%s\n", g.source, it.Name, it.Data)
+		}
+	}
+	return tw.Flush()
+}

@@ -36,8 +36,9 @@ Hyper-V's PowerShell cmdlets; NAME is a partition's name or GUID.
   start-vm NAME
         Start a partition and wait until it runs.
   stop-vm NAME [--turn-off]
-        Shut a partition down through its guest and wait until it is off;
-        --turn-off turns it off at once.
+        Shut a partition down through its guest (Generation 1: the ACPI
+        power button; Generation 2: the shutdown integration service) and
+        wait until it is off; --turn-off turns it off at once.
   suspend-vm NAME
         Pause a running partition.
   resume-vm NAME
@@ -53,6 +54,17 @@ Hyper-V's PowerShell cmdlets; NAME is a partition's name or GUID.
         the input detaches.
   get-job ID
         Show a job (state changes run as jobs).
+  get-vmintegrationservice NAME
+        Show a Generation 2 guest's heartbeat: OK, Lost Communication or
+        No Contact, and the application state it reports.
+  get-vmkvp NAME
+        List the key-value pairs: the host's, and the guest's (read from
+        the running guest).
+  set-vmkvp NAME --item KEY=VALUE ...
+        Add or replace host key-value pairs (kept with the partition; a
+        running guest gets them at once). --item repeats.
+  remove-vmkvp NAME --key KEY ...
+        Remove host key-value pairs. --key repeats.
 
 Global flags, before or after the verb:
   --server ADDR     the service: host:port, http://host:port or unix:/path

@@ -222,6 +222,53 @@ func (c *Client) RemoveResourceSettings(ctx context.Context, ids []string) error
 	return c.method(ctx, "RemoveResourceSettings", wmiapi.RemoveResourceSettingsRequest{ResourceSettings: ids})
 }
 
+// Heartbeat returns the state of a Generation 2 guest's heartbeat.
+func (c *Client) Heartbeat(ctx context.Context, name string) (wmiapi.HeartbeatComponent, error) {
+	var out wmiapi.HeartbeatComponent
+	err := c.do(ctx, http.MethodGet, api("Msvm_ComputerSystem", name, "Msvm_HeartbeatComponent"), nil, &out)
+	return out, err
+}
+
+// InitiateShutdown asks a Generation 2 guest to shut down through its
+// shutdown integration service; it returns once the guest accepted.
+func (c *Client) InitiateShutdown(ctx context.Context, name string, force bool, reason string) error {
+	var out wmiapi.MethodResult
+	if err := c.do(ctx, http.MethodPost, api("Msvm_ComputerSystem", name, "Msvm_ShutdownComponent", "InitiateShutdown"),
+		wmiapi.ShutdownRequest{Force: force, Reason: reason}, &out); err != nil {
+		return err
+	}
+	if out.ReturnValue != wmiapi.ReturnCompleted {
+		return fmt.Errorf("InitiateShutdown returned %d", out.ReturnValue)
+	}
+	return nil
+}
+
+// KvpExchange returns a partition's key-value pairs: the guest's, read
+// from it, and the host's.
+func (c *Client) KvpExchange(ctx context.Context, name string) (wmiapi.KvpExchangeComponent, error) {
+	var out wmiapi.KvpExchangeComponent
+	err := c.do(ctx, http.MethodGet, api("Msvm_ComputerSystem", name, "Msvm_KvpExchangeComponent"), nil, &out)
+	return out, err
+}
+
+// AddKvpItems adds or replaces host key-value pairs of a partition.
+func (c *Client) AddKvpItems(ctx context.Context, name string, items map[string]string) error {
+	req := wmiapi.KvpItemsRequest{TargetSystem: name}
+	for k, v := range items {
+		req.DataItems = append(req.DataItems, wmiapi.KvpExchangeDataItem{Name: k, Data: v, Source: wmiapi.KvpSourceHost})
+	}
+	return c.method(ctx, "AddKvpItems", req)
+}
+
+// RemoveKvpItems removes host key-value pairs of a partition by name.
+func (c *Client) RemoveKvpItems(ctx context.Context, name string, keys []string) error {
+	req := wmiapi.KvpItemsRequest{TargetSystem: name}
+	for _, k := range keys {
+		req.DataItems = append(req.DataItems, wmiapi.KvpExchangeDataItem{Name: k})
+	}
+	return c.method(ctx, "RemoveKvpItems", req)
+}
+
 // Console copies a partition's COM1 output from cursor to w and returns
 // the cursor to ask for next. Without follow it copies what the service
 // has and returns. With follow it copies the stream until the service
