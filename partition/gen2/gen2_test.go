@@ -49,6 +49,7 @@ func TestProgramFaultsStopThePartition(t *testing.T) {
 		{"kernel", "#PF page fault"},
 		{"ud", "#UD invalid opcode"},
 		{"io", "#GP general protection"},
+		{"doorbell", "a 1-byte read of the doorbell port 0x88"},
 	} {
 		exit, _, _ := run(t, prog, c.arg)
 		if exit.Clean || !strings.Contains(exit.Message, c.want) || !strings.Contains(exit.Report, "last system calls") {

@@ -573,6 +573,11 @@ func (p *Partition) runThread(t *thread) (Exit, bool) {
 				}
 				continue
 			}
+			if io.Port >= DoorbellPort && io.Port < DoorbellPort+4 {
+				// The only ports the program may touch: anything but a
+				// 32-bit write of a connection id is its mistake.
+				return p.fault(v, fmt.Sprintf("a %d-byte %s of the doorbell port %#x", io.Size, map[bool]string{true: "read", false: "write"}[io.In], io.Port)), true
+			}
 			if io.In || io.Size != 1 || io.Count != 1 {
 				return p.fault(v, fmt.Sprintf("port access %#x from guest kernel mode", io.Port)), true
 			}

@@ -1,8 +1,9 @@
 /*
  * Faults on purpose, chosen by argv[1]: "kernel" reads the kernel area
  * (#PF), "ud" executes ud2 (#UD), "io" writes a port (#GP: no I/O
- * permission at CPL3), "efault" passes write() a pointer outside its
- * memory and exits with the result as status.
+ * permission at CPL3), "doorbell" reads the doorbell port (allowed, but
+ * only a 32-bit write is a doorbell), "efault" passes write() a pointer
+ * outside its memory and exits with the result as status.
  */
 	.globl _start
 	.text
@@ -17,6 +18,8 @@ _start:
 	je io
 	cmp $'e', %al
 	je efault
+	cmp $'d', %al
+	je doorbell
 	jmp done
 kernel:
 	mov 0x1000, %rax
@@ -26,6 +29,10 @@ ud:
 io:
 	mov $0x80, %dx
 	out %al, %dx
+	jmp done
+doorbell:
+	mov $0x88, %dx
+	in %dx, %al
 	jmp done
 efault:
 	mov $1, %eax
