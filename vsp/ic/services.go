@@ -34,9 +34,11 @@ const (
 
 func (h *Heartbeat) Type() uint16            { return ic.TypeHeartbeat }
 func (h *Heartbeat) Versions() []ic.Version  { return ic.HeartbeatVersions }
-func (h *Heartbeat) interval() time.Duration { return cmp(h.Interval, time.Second) }
-func (h *Heartbeat) timeout() time.Duration  { return cmp(h.Timeout, 5*time.Second) }
-func cmp(v, def time.Duration) time.Duration {
+func (h *Heartbeat) interval() time.Duration { return orDefault(h.Interval, time.Second) }
+func (h *Heartbeat) timeout() time.Duration  { return orDefault(h.Timeout, 5*time.Second) }
+
+// orDefault is v, or def when v is not set.
+func orDefault(v, def time.Duration) time.Duration {
 	if v <= 0 {
 		return def
 	}
@@ -131,7 +133,7 @@ func (t *TimeSync) Run(ctx context.Context, c *Conn) error {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-time.After(cmp(t.Interval, 5*time.Second)):
+		case <-time.After(orDefault(t.Interval, 5*time.Second)):
 		}
 	}
 }
