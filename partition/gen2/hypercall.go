@@ -24,9 +24,9 @@ import (
 //     id, so the signal reaches the root without an exit to the worker.
 //     A connection id with no doorbell exits to the worker, which
 //     answers as the slow path would.
-//   - everything else: a port write that faults at CPL3 (the I/O bitmap
-//     refuses the port); the worker serves the call and resumes at the
-//     page's ret. Addresses in hypercall inputs are the program's own.
+//   - everything else: a port write (hypercallPort) that exits to the
+//     worker, which serves the call and resumes at the page's ret.
+//     Addresses in hypercall inputs are the program's own.
 //
 // The SynIC message page and event-flags page of the program (one pair,
 // for virtual processor 0, which is where VMBus delivers) sit at
@@ -68,7 +68,7 @@ const (
 //	1a  xor  eax, eax         ; HV_STATUS_SUCCESS
 //	1c  pop  rdx              ; an unmatched doorbell resumes here
 //	1d  ret
-//	1e  out  0xE0, al         ; the slow path: #GP, the worker serves it
+//	1e  out  0x85, al         ; the slow path: an exit to the worker
 //	20  ret
 var hypercallCode = []byte{
 	0x48, 0x81, 0xF9, 0x5D, 0x00, 0x01, 0x00,
@@ -83,7 +83,7 @@ var hypercallCode = []byte{
 	0x31, 0xC0,
 	0x5A,
 	0xC3,
-	0xE6, syscallPort,
+	0xE6, hypercallPort,
 	0xC3,
 }
 

@@ -40,10 +40,12 @@ const (
 // Ports the stubs write. An exception stub names its vector by the port
 // it writes (trapPortBase+vector for the 32 exceptions, trapPortOther for
 // any other vector) so that it changes no register of the program's. The
-// syscall landing and the hypercall page write syscallPort, which at CPL3
-// faults before it is written: any port would do.
+// syscall landing writes syscallPort and the hypercall page's slow path
+// hypercallPort: both are allowed at CPL3 by the TSS's I/O bitmap, so the
+// write exits to the worker directly, without an exception.
 const (
-	syscallPort   = 0xE0
+	syscallPort   = 0x84
+	hypercallPort = 0x85
 	trapPortBase  = 0xC0
 	trapPortOther = 0xBF
 )
@@ -119,8 +121,9 @@ func buildKernelArea(mem []byte) error {
 	le.PutUint64(mem[gdtAddr+selTSS+8:], tssAddr>>32)
 
 	// One TSS per thread slot: RSP0 for exceptions from CPL3, and an I/O
-	// permission bitmap up to the limit that allows the doorbell's four
-	// ports (a 32-bit write) alone; ports past the limit are refused too.
+	// permission bitmap up to the limit that allows the syscall and
+	// hypercall ports and the doorbell's four (a 32-bit write) alone;
+	// ports past the limit are refused too.
 	for i := 0; i < maxThreads; i++ {
 		tss := tssAddr + i*tssSize
 		le.PutUint64(mem[tss+4:], kstackTop(i))
@@ -129,16 +132,16 @@ func buildKernelArea(mem []byte) error {
 		for j := range bitmap {
 			bitmap[j] = 0xFF
 		}
-		for port := DoorbellPort; port < DoorbellPort+4; port++ {
+		for _, port := range []int{syscallPort, hypercallPort, DoorbellPort, DoorbellPort + 1, DoorbellPort + 2, DoorbellPort + 3} {
 			bitmap[port/8] &^= 1 << (port % 8)
 		}
 	}
 
 	// The syscall landing. On this KVM (PVM) a SYSCALL from user mode
 	// jumps to MSR_LSTAR without leaving user mode, so the landing is a
-	// user page whose first instruction, a port write, faults (#GP: CPL3
-	// has no ports); the #GP reaches the exception stub, which exits. The
-	// worker tells a system call from a real #GP by the faulting address.
+	// user page whose first instruction, a port write the I/O bitmap
+	// allows, exits to the worker; the worker returns to the program at
+	// RCX, as SYSRET would.
 	copy(mem[stubAddr:], []byte{0xE6, syscallPort, 0xF4, 0xEB, 0xFD})
 	// Exception stubs: out %al, $port; hlt; jmp. They are on a
 	// supervisor page of their own.

@@ -314,6 +314,13 @@ type thread struct {
 	fsBase uint64
 	ctid   uint64 // CLONE_CHILD_CLEARTID: cleared and woken at exit
 
+	// userSegs says the vCPU holds the thread's user segments with FS
+	// base liveFS: true after a return to the program, false once an
+	// exception took it to the CPL0 stub. A return that finds them so
+	// skips KVM_SET_SREGS.
+	userSegs bool
+	liveFS   uint64
+
 	lastFault uint64 // address of the last protection fault retried
 }
 
@@ -543,6 +550,9 @@ func (p *Partition) runThread(t *thread) (Exit, bool) {
 	if err := p.setup(v, t); err != nil {
 		return Exit{Message: fmt.Sprintf("set up the vCPU: %v", err)}, true
 	}
+	// Every system call reads and writes the registers: through kvm_run,
+	// not ioctls, where KVM allows.
+	v.EnableSyncRegs()
 	p.mu.Lock()
 	t.vcpu = v
 	p.mu.Unlock()
@@ -570,6 +580,16 @@ func (p *Partition) runThread(t *thread) (Exit, bool) {
 			if io.Port == DoorbellPort && !io.In && io.Size == 4 && io.Count == 1 && len(io.Data) == 4 {
 				if err := p.unmatchedDoorbell(v, binary.LittleEndian.Uint32(io.Data)); err != nil {
 					return Exit{Message: fmt.Sprintf("resume the program: %v", err)}, true
+				}
+				continue
+			}
+			if (io.Port == syscallPort || io.Port == hypercallPort) && !io.In && io.Size == 1 && io.Count == 1 {
+				exit, outcome := p.portCall(v, t, io.Port)
+				switch outcome {
+				case threadEnds:
+					return Exit{}, false
+				case partitionEnds:
+					return exit, true
 				}
 				continue
 			}
@@ -651,6 +671,7 @@ func (p *Partition) setup(v *kvm.VCPU, t *thread) error {
 		return err
 	}
 	t.sregs = s
+	t.userSegs, t.liveFS = true, t.fsBase
 	const (
 		msrSTAR  = 0xC0000081
 		msrLSTAR = 0xC0000082
@@ -712,17 +733,25 @@ func (p *Partition) resume(v *kvm.VCPU, t *thread, r *kvm.Regs) error {
 	if err := v.SetRegs(*r); err != nil {
 		return err
 	}
+	if t.userSegs && t.liveFS == t.fsBase {
+		return nil // a system call or hypercall left them as they were
+	}
 	// The thread's segments are the ones it started with, but for the
 	// FS base: no need to read them back.
 	s := t.sregs
 	s.FS.Base = t.fsBase
-	return v.SetSregs(s)
+	if err := v.SetSregs(s); err != nil {
+		return err
+	}
+	t.userSegs, t.liveFS = true, t.fsBase
+	return nil
 }
 
 // trap handles an exception taken from the program: a #GP at the
 // syscall landing is a system call, a #PF on a page the program may use
 // gets the page a frame; anything else ends the partition with a report.
 func (p *Partition) trap(v *kvm.VCPU, t *thread, vector uint8) (Exit, outcome) {
+	t.userSegs = false // the exception took the vCPU to the CPL0 stub
 	r, err := v.Regs()
 	if err != nil {
 		return Exit{Message: fmt.Sprintf("%s; registers unreadable: %v", vectorName(vector), err)}, partitionEnds
@@ -740,18 +769,6 @@ func (p *Partition) trap(v *kvm.VCPU, t *thread, vector uint8) (Exit, outcome) {
 		frame += 8
 	}
 	rip, cs, rflags, rsp := le.Uint64(mem[frame:]), le.Uint64(mem[frame+8:]), le.Uint64(mem[frame+16:]), le.Uint64(mem[frame+24:])
-	if vector == 13 && rip == stubAddr && cs&3 == 3 && code == 0 {
-		r.RSP = rsp
-		return p.syscall(v, t, &r)
-	}
-	if vector == 13 && rip == HypercallPage+hypercallSlow && cs&3 == 3 && code == 0 {
-		r.RAX = p.hypercall(&r)
-		r.RIP, r.RSP, r.RFLAGS = rip+2, rsp, rflags // on to the page's ret
-		if err := p.resume(v, t, &r); err != nil {
-			return Exit{Message: fmt.Sprintf("resume the program: %v", err)}, partitionEnds
-		}
-		return Exit{}, goOn
-	}
 	s, _ := v.Sregs()
 	if vector == 14 && cs&3 == 3 && (code&1 == 0 || t.lastFault != s.CR2) {
 		// Not present (a first touch), or a protection fault on a page
@@ -787,6 +804,32 @@ func (p *Partition) trap(v *kvm.VCPU, t *thread, vector uint8) (Exit, outcome) {
 	}
 	r.RIP, r.RSP, r.RFLAGS = rip, rsp, rflags
 	return Exit{Message: "program fault: " + msg, Report: p.report(r)}, partitionEnds
+}
+
+// portCall serves a system call (a write to syscallPort at the syscall
+// landing) or a slow-path hypercall (hypercallPort in the hypercall
+// page). The write must come from there: the same port written anywhere
+// else is the program's fault.
+func (p *Partition) portCall(v *kvm.VCPU, t *thread, port uint16) (Exit, outcome) {
+	r, err := v.Regs()
+	if err != nil {
+		return Exit{Message: fmt.Sprintf("registers unreadable: %v", err)}, partitionEnds
+	}
+	// KVM reports the port write's own address on VMX, the next
+	// instruction's on this machine's PVM: the write is 2 bytes long.
+	at := func(addr uint64) bool { return r.RIP == addr || r.RIP == addr+2 }
+	switch {
+	case port == syscallPort && at(stubAddr):
+		return p.syscall(v, t, &r)
+	case port == hypercallPort && at(HypercallPage+hypercallSlow):
+		r.RAX = p.hypercall(&r)
+		r.RIP = HypercallPage + hypercallSlow + 2 // on to the page's ret
+		if err := p.resume(v, t, &r); err != nil {
+			return Exit{Message: fmt.Sprintf("resume the program: %v", err)}, partitionEnds
+		}
+		return Exit{}, goOn
+	}
+	return p.fault(v, fmt.Sprintf("write to port %#x at rip %#x", port, r.RIP)), partitionEnds
 }
 
 // fault ends the partition on something the program should not do.

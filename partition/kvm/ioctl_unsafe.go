@@ -127,7 +127,38 @@ type VCPU struct {
 
 	tid       atomic.Int32 // thread running KVM_RUN, 0 when none
 	closeOnce sync.Once
+
+	// With sync regs on (EnableSyncRegs), Run asks KVM to leave the
+	// general registers in kvm_run at every exit; Regs and SetRegs then
+	// read and write them there, and KVM loads written ones at the next
+	// Run: no ioctl. Only the thread that runs the vCPU uses them.
+	syncRegs  bool
+	regsInRun bool // kvm_run holds the current registers
 }
+
+// kvm_run's sync-regs area (KVM_CAP_SYNC_REGS): the valid and dirty
+// masks, then struct kvm_sync_regs, whose first member is kvm_regs.
+const (
+	runOffValidRegs = 288
+	runOffDirtyRegs = 296
+	runOffSyncRegs  = 304
+	syncX86Regs     = 1
+	capSyncRegs     = 74
+)
+
+// EnableSyncRegs makes Regs and SetRegs go through kvm_run from the next
+// Run on, if KVM offers it; false if it does not (they stay ioctls).
+func (v *VCPU) EnableSyncRegs() bool {
+	n, err := ioctl(v.vm.f.Fd(), kvmCheckExtension, capSyncRegs)
+	if err != nil || n&syncX86Regs == 0 || len(v.run) < runOffSyncRegs+int(unsafe.Sizeof(Regs{})) {
+		return false
+	}
+	v.syncRegs = true
+	return true
+}
+
+// syncedRegs is the kvm_regs in kvm_run.
+func (v *VCPU) syncedRegs() *Regs { return (*Regs)(unsafe.Pointer(&v.run[runOffSyncRegs])) }
 
 // CreateVCPU adds virtual processor id.
 func (vm *VM) CreateVCPU(id uint32) (*VCPU, error) {
@@ -158,13 +189,24 @@ func (v *VCPU) close() error {
 
 // Regs returns the general registers.
 func (v *VCPU) Regs() (Regs, error) {
+	if v.regsInRun {
+		return *v.syncedRegs(), nil
+	}
 	var r Regs
 	err := ioctlPtr(v.f.Fd(), kvmGetRegs, unsafe.Pointer(&r))
 	return r, err
 }
 
 // SetRegs sets the general registers.
-func (v *VCPU) SetRegs(r Regs) error { return ioctlPtr(v.f.Fd(), kvmSetRegs, unsafe.Pointer(&r)) }
+func (v *VCPU) SetRegs(r Regs) error {
+	if v.regsInRun {
+		*v.syncedRegs() = r
+		p := (*uint64)(unsafe.Pointer(&v.run[runOffDirtyRegs]))
+		*p |= syncX86Regs
+		return nil
+	}
+	return ioctlPtr(v.f.Fd(), kvmSetRegs, unsafe.Pointer(&r))
+}
 
 // Sregs returns the special registers.
 func (v *VCPU) Sregs() (Sregs, error) {
@@ -237,10 +279,16 @@ func (v *VCPU) SetCPUID(entries []CPUIDEntry) error {
 // arrives, returns ExitKicked so the caller can look at its state. Call it
 // from a locked OS thread.
 func (v *VCPU) Run() (ExitReason, error) {
+	if v.syncRegs {
+		*(*uint64)(unsafe.Pointer(&v.run[runOffValidRegs])) = syncX86Regs
+	}
 	v.tid.Store(int32(unix.Gettid()))
 	_, _, errno := unix.Syscall(unix.SYS_IOCTL, v.f.Fd(), kvmRun, 0)
 	v.tid.Store(0)
 	atomic.AndUint32(v.runWord0(), ^uint32(immediateExitBit))
+	// KVM stores the registers on every return from KVM_RUN; on an
+	// error we do not trust that and go back to the ioctls.
+	v.regsInRun = v.syncRegs && (errno == 0 || errno == unix.EINTR || errno == unix.EAGAIN)
 	switch errno {
 	case 0:
 		return ExitReason(binary.LittleEndian.Uint32(v.run[runOffExitReason:])), nil

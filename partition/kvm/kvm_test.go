@@ -316,3 +316,43 @@ func BenchmarkPortIOExit(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "exits/s")
 }
+
+// TestSyncRegs: with sync regs on, the registers read at an exit are the
+// ioctl's, and registers written go in at the next Run.
+func TestSyncRegs(t *testing.T) {
+	g := newRealModeGuest(t, []byte{
+		0xBA, 0x80, 0x00, // mov dx, 0x80
+		0xEE, // out dx, al
+		0xEE, // out dx, al (again, with the AL the host set)
+		0xF4, // hlt
+	})
+	if !g.vcpu.EnableSyncRegs() {
+		t.Skip("KVM_CAP_SYNC_REGS without KVM_SYNC_X86_REGS")
+	}
+	if r := g.runUntil(t); r != ExitIO {
+		t.Fatalf("exit %v", r)
+	}
+	synced, err := g.vcpu.Regs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	g.vcpu.regsInRun = false
+	viaIoctl, err := g.vcpu.Regs()
+	g.vcpu.regsInRun = true
+	if err != nil || synced != viaIoctl {
+		t.Fatalf("synced %+v, ioctl %+v (%v)", synced, viaIoctl, err)
+	}
+	if synced.RDX&0xFFFF != 0x80 {
+		t.Errorf("RDX %#x", synced.RDX)
+	}
+	synced.RAX = 0x5A
+	if err := g.vcpu.SetRegs(synced); err != nil {
+		t.Fatal(err)
+	}
+	if r := g.runUntil(t); r != ExitIO {
+		t.Fatalf("exit %v", r)
+	}
+	if io := g.vcpu.IO(); len(io.Data) != 1 || io.Data[0] != 0x5A {
+		t.Errorf("the guest wrote %x, want the 5a the host set", io.Data)
+	}
+}
