@@ -56,3 +56,29 @@ func BenchmarkDoorbell(b *testing.B) {
 	}
 	b.ReportMetric(float64(total.Nanoseconds())/float64(b.N)/20000/1000, "µs/doorbell")
 }
+
+// BenchmarkPageFault: a program's first touch of a page (#PF through the
+// IDT to the CPL0 stub, which exits; the worker backs the page and the
+// stub returns with iretq), 1,024 per run, program start included.
+//
+//	go test -run '^$' -bench PageFault -benchtime 5x ./partition/gen2
+func BenchmarkPageFault(b *testing.B) {
+	testenv.RequireKVM(b)
+	prog := programB(b, "touch")
+	var total time.Duration
+	for i := 0; i < b.N; i++ {
+		p, err := New(Config{Name: "touch", Program: prog, Memory: 128 << 20})
+		if err != nil {
+			b.Fatal(err)
+		}
+		start := time.Now()
+		exit := p.Run()
+		total += time.Since(start)
+		n := p.faults.Load()
+		p.Close()
+		if !exit.Clean || n < 1024 {
+			b.Fatalf("exit %+v, %d faults", exit, n)
+		}
+	}
+	b.ReportMetric(float64(total.Nanoseconds())/float64(b.N)/1024/1000, "µs/fault")
+}
