@@ -747,9 +747,10 @@ func (p *Partition) resume(v *kvm.VCPU, t *thread, r *kvm.Regs) error {
 	return nil
 }
 
-// trap handles an exception taken from the program: a #GP at the
-// syscall landing is a system call, a #PF on a page the program may use
-// gets the page a frame; anything else ends the partition with a report.
+// trap handles an exception taken from the program: a #PF on a page the
+// program may use gets the page a frame; anything else ends the
+// partition with a report. (System calls and hypercalls do not come
+// here: their port writes exit directly; see portCall.)
 func (p *Partition) trap(v *kvm.VCPU, t *thread, vector uint8) (Exit, outcome) {
 	t.userSegs = false // the exception took the vCPU to the CPL0 stub
 	r, err := v.Regs()
