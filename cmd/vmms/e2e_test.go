@@ -688,19 +688,26 @@ func (v *vmms) addKVP(name, key, data string) {
 	}
 }
 
+// heartbeat returns the heartbeat's first OperationalStatus.
+func (v *vmms) heartbeat(name string) uint16 {
+	v.t.Helper()
+	var h wmiapi.HeartbeatComponent
+	if status := v.call("GET", wmiapi.Prefix+"/Msvm_ComputerSystem/"+name+"/Msvm_HeartbeatComponent", nil, &h); status != 200 || len(h.OperationalStatus) == 0 {
+		v.t.Fatalf("heartbeat: %d %+v", status, h)
+	}
+	return h.OperationalStatus[0]
+}
+
 func (v *vmms) waitHeartbeat(name string, want uint16, limit time.Duration) {
 	v.t.Helper()
 	deadline := time.Now().Add(limit)
 	for {
-		var h wmiapi.HeartbeatComponent
-		if status := v.call("GET", wmiapi.Prefix+"/Msvm_ComputerSystem/"+name+"/Msvm_HeartbeatComponent", nil, &h); status != 200 {
-			v.t.Fatalf("heartbeat: %d", status)
-		}
-		if h.OperationalStatus[0] == want {
+		got := v.heartbeat(name)
+		if got == want {
 			return
 		}
 		if time.Now().After(deadline) {
-			v.t.Fatalf("heartbeat %v %v, want %d", h.OperationalStatus, h.StatusDescriptions, want)
+			v.t.Fatalf("heartbeat %d, want %d", got, want)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -807,5 +814,65 @@ func (v *vmms) waitOff(name string, limit time.Duration) wmiapi.ComputerSystem {
 		if time.Now().After(deadline) {
 			v.t.Fatalf("%s still %d after %v", name, cs.EnabledState, limit)
 		}
+	}
+}
+
+// TestGen2StartsLeakNothing: starting and turning off a Generation 2
+// partition again and again leaves the root with no more descriptors or
+// goroutines than before (each start makes a memfd, a VMBus socket, and
+// an eventfd per channel doorbell).
+func TestGen2StartsLeakNothing(t *testing.T) {
+	requireKVM(t)
+	v := startVMMS(t, t.TempDir())
+	name := unique("leak")
+	v.startHvguest(name)
+	if j := v.change(name, wmiapi.RequestOff); j.JobState != wmiapi.JobCompleted {
+		t.Fatalf("turn off: %+v", j)
+	}
+	fds := func() int {
+		ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", v.cmd.Process.Pid))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(ents)
+	}
+	goroutines := func() int {
+		m := v.scrape()
+		g := regexp.MustCompile(`(?m)^go_goroutines (\d+)`).FindStringSubmatch(m)
+		if g == nil {
+			t.Fatal("no go_goroutines in the metrics")
+		}
+		n, _ := strconv.Atoi(g[1])
+		return n
+	}
+	time.Sleep(100 * time.Millisecond) // the spare worker settles
+	fd0, g0 := fds(), goroutines()
+	for i := 0; i < 8; i++ {
+		if j := v.change(name, wmiapi.RequestRunning); j.JobState != wmiapi.JobCompleted {
+			t.Fatalf("start %d: %+v", i, j)
+		}
+		// A line only this run answers: the guest is up, its channels open.
+		for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+			if v.heartbeat(name) == wmiapi.StatusOK {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("run %d: no heartbeat", i)
+			}
+		}
+		v.sendConsole(name, fmt.Sprintf("echo run %d\n", i))
+		v.waitConsole(name, 10*time.Second, fmt.Sprintf("\r\nrun %d\r\n", i))
+		if j := v.change(name, wmiapi.RequestOff); j.JobState != wmiapi.JobCompleted {
+			t.Fatalf("turn off %d: %+v", i, j)
+		}
+	}
+	time.Sleep(100 * time.Millisecond)
+	fd1, g1 := fds(), goroutines()
+	t.Logf("descriptors %d -> %d, goroutines %d -> %d over 8 starts", fd0, fd1, g0, g1)
+	if fd1 > fd0+2 {
+		t.Errorf("descriptors grew from %d to %d over 8 starts", fd0, fd1)
+	}
+	if g1 > g0+4 {
+		t.Errorf("goroutines grew from %d to %d over 8 starts", g0, g1)
 	}
 }
