@@ -38,8 +38,7 @@ func intrinsic() [][2]string {
 func (g *guest) startServices() []string {
 	s := &services{shutdown: make(chan wire.Shutdown, 1), hostItems: map[string]string{}, guestItems: map[string]string{}}
 	g.ic = s
-	var problems []string
-	for _, sv := range []struct {
+	services := []struct {
 		name     string
 		typ      [16]byte
 		versions []wire.Version
@@ -49,12 +48,27 @@ func (g *guest) startServices() []string {
 		{"shutdown", wire.ShutdownType, wire.ShutdownVersions, s.shutdownRequest},
 		{"time sync", wire.TimeSyncType, wire.TimeSyncVersions[:1], s.timeSync},
 		{"KVP", wire.KVPType, wire.KVPVersions[:1], s.kvp},
-	} {
-		if _, err := ic.Serve(g.client, sv.typ, sv.versions, sv.h); err != nil {
-			problems = append(problems, fmt.Sprintf("%s: %v", sv.name, err))
+	}
+	// Opened together: each open is a few round trips to the root.
+	problems := make([]string, len(services))
+	var wg sync.WaitGroup
+	for i, sv := range services {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, err := ic.Serve(g.client, sv.typ, sv.versions, sv.h); err != nil {
+				problems[i] = fmt.Sprintf("%s: %v", sv.name, err)
+			}
+		}()
+	}
+	wg.Wait()
+	var out []string
+	for _, p := range problems {
+		if p != "" {
+			out = append(out, p)
 		}
 	}
-	return problems
+	return out
 }
 
 func (s *services) heartbeat(m wire.Message) ic.Answer {
