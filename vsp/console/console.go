@@ -47,7 +47,7 @@ type Device struct {
 	ready    bool           // version agreed; guarded by mu
 	notified bool           // RX_DATA_AVAILABLE sent, not yet answered to its end; guarded by mu
 	done     chan struct{}  // closed when serve returns; guarded by mu
-	wake     chan struct{}  // input arrived or the guest connected; set by the first Open
+	wake     chan struct{}  // input arrived or the guest connected; made by the first Open; guarded by mu
 	sendMu   sync.Mutex     // one Send at a time
 }
 
@@ -67,10 +67,13 @@ func (d *Device) Input(p []byte) error {
 	return nil
 }
 
-// poke wakes the notifier.
+// poke wakes the notifier, if a channel has been opened.
 func (d *Device) poke() {
+	d.mu.Lock()
+	wake := d.wake
+	d.mu.Unlock()
 	select {
-	case d.wake <- struct{}{}:
+	case wake <- struct{}{}:
 	default:
 	}
 }
@@ -214,9 +217,12 @@ func (d *Device) isReady() bool {
 // not been told, until the endpoint closes.
 func (d *Device) notifier(ep *ring.Endpoint, done chan struct{}) {
 	defer close(done)
+	d.mu.Lock()
+	wake := d.wake
+	d.mu.Unlock()
 	for {
 		select {
-		case <-d.wake:
+		case <-wake:
 		case <-ep.Done():
 			return
 		}
