@@ -107,8 +107,14 @@ func (h *guestHandler) DoorbellGone(connID uint32) {
 	}
 }
 
-// Interrupt is the guest's SINT 2 handler.
-func (h *guestHandler) Interrupt() { h.waiters.Drain(h.flags) }
+// Interrupt is the guest's SINT 2 handler. It drains under the guest's
+// read lock, so that holding the lock holds interrupts off (the tests of
+// signal coalescing rely on it).
+func (h *guestHandler) Interrupt() {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	h.waiters.Drain(h.flags)
+}
 
 // PostMessage is HvPostMessage with message type 1 (VMBus).
 func (g *Guest) PostMessage(connID uint32, payload []byte) error {
