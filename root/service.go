@@ -474,8 +474,9 @@ func (s *Service) RequestStateChange(name string, req uint16) (wmiapi.ConcreteJo
 		}
 	}
 	if p.job != nil {
-		s.mu.Unlock()
-		return wmiapi.ConcreteJob{}, fault(wmiapi.CodeConflict, "partition %s has a state change in flight (job %s)", p.def.Name, p.job.InstanceID)
+		err := fault(wmiapi.CodeConflict, "partition %s has a state change in flight (job %s)", p.def.Name, p.job.InstanceID)
+		s.mu.Unlock() // after reading p.job: its change may end at once
+		return wmiapi.ConcreteJob{}, err
 	}
 	pl, err := s.planChange(p, req)
 	if err != nil {
