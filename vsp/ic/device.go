@@ -77,13 +77,14 @@ func (d *Device) Open(ch *host.Channel) error {
 	d.mu.Unlock()
 	go func() {
 		defer close(done)
-		// The reader ends when the endpoint closes, which the server
-		// does before it calls Close.
-		c := newConn(ch.Endpoint(), d.Service.Type())
-		c.fault = func(err error) {
+		c := newConn(ch.Endpoint(), d.Service.Type(), func(err error) {
 			d.faults.Add(1)
 			ch.Fail(err)
-		}
+		})
+		// The reader touches the rings until the endpoint closes, which
+		// the server does before it calls Close; Close returns (and the
+		// server unmaps the rings) only after it has stopped.
+		defer c.stopReader()
 		err := c.negotiate(ctx, d.Service.Versions())
 		if err == nil {
 			d.mu.Lock()
@@ -122,6 +123,8 @@ type Conn struct {
 	pending atomic.Uint64 // transaction id awaiting its answer, 0 if none
 	replies chan []byte   // answers, from the reader
 	readErr chan error    // the reader's end
+	stop    chan struct{} // closed to release a reader blocked on replies
+	stopped chan struct{} // closed when the reader returns
 
 	fault     func(error) // counts a guest violation and fails the channel
 	faultOnce sync.Once
@@ -136,32 +139,50 @@ func (c *Conn) check(err error) error {
 	return err
 }
 
-func newConn(ep *ring.Endpoint, typ uint16) *Conn {
-	c := &Conn{ep: ep, typ: typ, replies: make(chan []byte, 1), readErr: make(chan error, 1)}
+func newConn(ep *ring.Endpoint, typ uint16, fault func(error)) *Conn {
+	c := &Conn{ep: ep, typ: typ, fault: fault, replies: make(chan []byte, 1), readErr: make(chan error, 1),
+		stop: make(chan struct{}), stopped: make(chan struct{})}
 	go c.reader()
 	return c
 }
 
-// reader passes the answers to the outstanding request on.
+// stopReader waits for the reader to return: it does once the endpoint
+// is closed.
+func (c *Conn) stopReader() {
+	close(c.stop)
+	<-c.stopped
+}
+
+// reader passes the answers to the outstanding request on. A packet that
+// is not one fails the channel at once.
 func (c *Conn) reader() {
+	defer close(c.stopped)
+	end := func(err error) {
+		c.check(err)
+		c.readErr <- err // the only send: the buffer has room
+	}
 	buf := make([]byte, ic.MaxMessage+packet.DescriptorSize+64)
 	var p packet.Packet
 	for {
 		n, err := c.ep.Recv(buf)
 		if err != nil {
-			c.readErr <- err
+			end(err)
 			return
 		}
 		if err := packet.Parse(buf[:n], &p); err != nil {
-			c.readErr <- fmt.Errorf("%w: %v", errGuest, err)
+			end(fmt.Errorf("%w: %v", errGuest, err))
 			return
 		}
 		if p.Type != packet.TypeDataInband || p.TransID == 0 || p.TransID != c.pending.Load() {
-			c.readErr <- fmt.Errorf("%w: %v packet, transaction %d, none or another outstanding", errGuest, p.Type, p.TransID)
+			end(fmt.Errorf("%w: %v packet, transaction %d, none or another outstanding", errGuest, p.Type, p.TransID))
 			return
 		}
 		c.pending.Store(0)
-		c.replies <- append([]byte(nil), p.Payload...)
+		select {
+		case c.replies <- append([]byte(nil), p.Payload...):
+		case <-c.stop:
+			return
+		}
 	}
 }
 
