@@ -729,7 +729,7 @@ func TestHostileGen2Guest(t *testing.T) {
 	if j := v.change(bad, wmiapi.RequestRunning); j.JobState != wmiapi.JobCompleted {
 		t.Fatalf("start: %+v", j)
 	}
-	v.waitConsole(bad, 30*time.Second, "hostile: ring headers scribbled", "hostile: hypercalls done")
+	v.waitConsole(bad, 30*time.Second, "hostile: ring headers scribbled", "hostile: hypercalls done", "hostile: still alive")
 	// The counters, while it runs.
 	m := v.scrape()
 	for _, ev := range []string{"protocol_errors", "channel_failures"} {
@@ -737,8 +737,9 @@ func TestHostileGen2Guest(t *testing.T) {
 			t.Errorf("no %s counted for the hostile partition", ev)
 		}
 	}
-	// It ends one way or another (its own fault or its exit); either way
-	// the other partition and the root go on.
+	// It survived its own garbage; told to, it exits. The other
+	// partition and the root go on.
+	v.sendConsole(bad, "bye\n")
 	t.Logf("hostile partition ended: %+v", v.waitOff(bad, 30*time.Second))
 	if cs := v.system(good); cs.EnabledState != wmiapi.StateRunning {
 		t.Fatalf("the good partition is %d", cs.EnabledState)

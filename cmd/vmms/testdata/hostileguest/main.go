@@ -2,8 +2,8 @@
 // partition's VMBus: garbage hypercalls (random codes, inputs and
 // outputs, posting garbage channel messages to the root), garbage in a
 // channel's ring headers, and garbage in its SynIC pages. It reports each
-// step on its standard output (the debug console) and exits 0 if it is
-// still alive at the end.
+// step on its standard output (the debug console) and, still alive at the
+// end, waits for a line on its standard input, then exits 0.
 package main
 
 import (
@@ -95,6 +95,11 @@ func main() {
 	fmt.Println("hostile: synic pages scribbled")
 	time.Sleep(200 * time.Millisecond)
 	fmt.Println("hostile: still alive")
+	// Stay until told (a line on standard input: the console sends there
+	// while the synthetic console is not connected), so the test can look
+	// at the root while this partition still runs.
+	var b [1]byte
+	os.Stdin.Read(b[:])
 	os.Exit(0)
 }
 
