@@ -108,6 +108,24 @@ type hvctlRunner struct {
 	env []string
 }
 
+// attach starts hvctl console (args) and waits until it says it is
+// connected to name; it returns the command, its input and its outputs.
+func (h hvctlRunner) attach(ctx context.Context, name string, args ...string) (*exec.Cmd, io.WriteCloser, *syncBuffer, *syncBuffer) {
+	h.t.Helper()
+	cmd := h.command(ctx, args...)
+	out, errb := &syncBuffer{}, &syncBuffer{}
+	cmd.Stdout, cmd.Stderr = out, errb
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		h.t.Fatal(err)
+	}
+	waitFor(h.t, "console", errb.String, "Connected to "+name, 20*time.Second)
+	return cmd, stdin, out, errb
+}
+
 // command is hvctl with args, ready to start; ctx bounds its run.
 func (h hvctlRunner) command(ctx context.Context, args ...string) *exec.Cmd {
 	cmd := exec.CommandContext(ctx, h.bin, args...)
@@ -404,17 +422,7 @@ func TestEndToEndGen1(t *testing.T) {
 
 	// console: input to the guest, which echoes it in upper case; ctrl-]
 	// detaches.
-	attach := h.command(ctx, hv("console", name)...)
-	attachOut, attachErr := &syncBuffer{}, &syncBuffer{}
-	attach.Stdout, attach.Stderr = attachOut, attachErr
-	stdin, err := attach.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := attach.Start(); err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, "console", attachErr.String, "Connected to "+name, 20*time.Second)
+	attach, stdin, attachOut, attachErr := h.attach(ctx, name, hv("console", name)...)
 	io.WriteString(stdin, "hello hvctl\n")
 	waitFor(t, "console", attachOut.String, "HELLO HVCTL", 20*time.Second)
 	if strings.Contains(attachOut.String(), testguest.ConsoleToken) {
@@ -495,17 +503,7 @@ func TestEndToEndGen2(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	attach := h.command(ctx, hv("console", name)...)
-	attachOut, attachErr := &syncBuffer{}, &syncBuffer{}
-	attach.Stdout, attach.Stderr = attachOut, attachErr
-	stdin, err := attach.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := attach.Start(); err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, "console", attachErr.String, "Connected to "+name, 20*time.Second)
+	attach, stdin, attachOut, _ := h.attach(ctx, name, hv("console", name)...)
 	io.WriteString(stdin, "kvp\n")
 	waitFor(t, "console", attachOut.String, "host  Site = lab", 20*time.Second)
 	if strings.Contains(attachOut.String(), "Rack") {
