@@ -39,9 +39,8 @@ func FuzzServe(f *testing.F) {
 			t.Fatal(err)
 		}
 		as.add(0x400000, 0x402000, protRead|protWrite)
-		p := &Partition{cfg: Config{Name: "fuzz", Memory: size, Console: io.Discard}, mem: mem, as: as,
-			brkStart: 0x402000, brk: 0x402000, threads: map[int]*thread{}, futexes: map[uint64][]chan struct{}{}, end: make(chan struct{}),
-			files: map[int64]*file{}, fileChange: make(chan struct{}), inputEOF: true, inputChange: make(chan struct{})}
+		p := newPartition(Config{Name: "fuzz", Memory: size, Console: io.Discard, GuestMemory: mem})
+		p.as, p.brkStart, p.brk = as, 0x402000, 0x402000
 		th := &thread{tid: 1}
 		p.threads[1] = th
 		for len(b) >= 48 {
@@ -81,6 +80,9 @@ func FuzzHypercall(f *testing.F) {
 	f.Add(uint64(HvCallSignalEvent|hypercallFast), uint64(0x300002005), uint64(0))
 	f.Add(uint64(HvCallPartitaEOM), uint64(2), uint64(0))
 	f.Add(uint64(HvCallPostMessage), uint64(SynicMessagePage), uint64(0))
+	f.Add(uint64(HvCallPartitaAllocPages), uint64(3), uint64(0x400000))
+	f.Add(uint64(HvCallPartitaFreePages), uint64(0x200000), uint64(3))
+	f.Add(uint64(HvCallPartitaEOM), uint64(2), uint64(1)) // a message queued too (r8 is its type)
 	const size = 8 << 20
 	mem, err := memory.New("fuzz", size)
 	if err != nil {
@@ -100,8 +102,8 @@ func FuzzHypercall(f *testing.F) {
 		}
 		as.add(0x400000, 0x402000, protRead|protWrite)
 		as.add(SynicMessagePage, SynicEventPage+4096, protRead|protWrite)
-		p := &Partition{cfg: Config{Name: "fuzz", Memory: size, Bus: nullBus{}}, mem: mem, as: as,
-			end: make(chan struct{}), synicChange: make(chan struct{})}
+		p := newPartition(Config{Name: "fuzz", Memory: size, Bus: nullBus{}, GuestMemory: mem})
+		p.as = as
 		if st := p.hypercall(&kvm.Regs{RCX: rcx, RDX: rdx, R8: r8}); st > 0xFFFF {
 			t.Fatalf("status %#x", st)
 		}

@@ -104,6 +104,20 @@ type Partition struct {
 	inGuest   int  // threads inside KVM_RUN; guarded by pauseMu
 }
 
+// newPartition makes a partition's bookkeeping, before any memory or VM.
+func newPartition(cfg Config) *Partition {
+	if cfg.Logger == nil {
+		cfg.Logger = hclog.NewNullLogger()
+	}
+	p := &Partition{cfg: cfg, log: cfg.Logger.Named("gen2").With("partition", cfg.Name), mem: cfg.GuestMemory,
+		threads: map[int]*thread{}, futexes: map[uint64][]chan struct{}{}, end: make(chan struct{}),
+		files: map[int64]*file{}, fileChange: make(chan struct{}),
+		inputChange: make(chan struct{}), synicChange: make(chan struct{}), synicRoom: make(chan struct{}),
+		physAllocs: map[uint64]uint64{}, bus: cfg.Bus, inputEOF: cfg.ConsoleIn == nil}
+	p.pauseCond = sync.NewCond(&p.pauseMu)
+	return p
+}
+
 // stackSize is the program's main stack, below userTop.
 const stackSize = 8 << 20
 
@@ -132,18 +146,7 @@ func New(cfg Config) (*Partition, error) {
 		}
 		return nil, fmt.Errorf("gen2: memory %#x bytes: want 4 MiB to 4 GiB in whole 2 MiB pages", cfg.Memory)
 	}
-	p := &Partition{cfg: cfg, log: cfg.Logger.Named("gen2").With("partition", cfg.Name), mem: cfg.GuestMemory,
-		threads: map[int]*thread{}, futexes: map[uint64][]chan struct{}{}, end: make(chan struct{}),
-		files: map[int64]*file{}, fileChange: make(chan struct{})}
-	p.pauseCond = sync.NewCond(&p.pauseMu)
-	p.inputChange = make(chan struct{})
-	p.synicChange = make(chan struct{})
-	p.synicRoom = make(chan struct{})
-	p.physAllocs = map[uint64]uint64{}
-	p.bus = cfg.Bus
-	if cfg.ConsoleIn == nil {
-		p.inputEOF = true
-	}
+	p := newPartition(cfg)
 	x, err := elf.Parse(img, userFloor, mmapBase)
 	if err != nil {
 		p.Close()
