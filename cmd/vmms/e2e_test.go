@@ -506,10 +506,7 @@ func TestGen2ProgramThroughTheAPI(t *testing.T) {
 	v := startVMMS(t, t.TempDir())
 	prog := testguest.Gen2Program(t, t.TempDir())
 	name := unique("gen2")
-	v.defineGen2(name, prog, 16)
-	if j := v.change(name, wmiapi.RequestRunning); j.JobState != wmiapi.JobCompleted {
-		t.Fatalf("start: %+v", j)
-	}
+	v.startGen2(name, prog, 16)
 	if cs := v.system(name); cs.EnabledState != wmiapi.StateRunning || cs.Generation != 2 || cs.ProcessID == 0 {
 		t.Fatalf("after start: %+v", cs)
 	}
@@ -561,10 +558,7 @@ func TestGoGuestThroughTheAPI(t *testing.T) {
 	v := startVMMS(t, t.TempDir())
 	prog := testguest.GoGuest(t, t.TempDir())
 	name := unique("goguest")
-	v.defineGen2(name, prog, 256)
-	if j := v.change(name, wmiapi.RequestRunning); j.JobState != wmiapi.JobCompleted {
-		t.Fatalf("start: %+v", j)
-	}
+	v.startGen2(name, prog, 256)
 	v.waitConsole(name, 60*time.Second, "goroutines done", "timers done true", "allocated 67108864 57")
 	if cs := v.waitOff(name, 30*time.Second); cs.LastStopReason != "program exited with status 0" || cs.HealthState != wmiapi.HealthOK {
 		t.Fatalf("after the program: %+v", cs)
@@ -578,10 +572,7 @@ func TestGen2ConsoleInput(t *testing.T) {
 	v := startVMMS(t, t.TempDir())
 	prog := testguest.Gen2Echo(t, t.TempDir())
 	name := unique("g2echo")
-	v.defineGen2(name, prog, 16)
-	if j := v.change(name, wmiapi.RequestRunning); j.JobState != wmiapi.JobCompleted {
-		t.Fatalf("start: %+v", j)
-	}
+	v.startGen2(name, prog, 16)
 	v.sendConsole(name, "through the API\n")
 	v.waitConsole(name, 20*time.Second, "through the API")
 	if j := v.change(name, wmiapi.RequestOff); j.JobState != wmiapi.JobCompleted {
@@ -725,10 +716,7 @@ func TestHostileGen2Guest(t *testing.T) {
 
 	bin := testguest.GoProgram(t, t.TempDir(), "cmd/vmms/testdata/hostileguest")
 	bad := unique("hostile")
-	v.defineGen2(bad, bin, 64)
-	if j := v.change(bad, wmiapi.RequestRunning); j.JobState != wmiapi.JobCompleted {
-		t.Fatalf("start: %+v", j)
-	}
+	v.startGen2(bad, bin, 64)
 	v.waitConsole(bad, 30*time.Second, "hostile: ring headers scribbled", "hostile: hypercalls done", "hostile: still alive")
 	// The counters, while it runs.
 	m := v.scrape()
@@ -797,11 +785,18 @@ func TestGen2ShutDownJob(t *testing.T) {
 // it runs hvguest), starts it and waits for the shell's prompt.
 func (v *vmms) startHvguest(name string) {
 	v.t.Helper()
-	v.defineGen2(name, "", 64)
+	v.startGen2(name, "", 64)
+	v.waitConsole(name, 30*time.Second, "hvguest> ")
+}
+
+// startGen2 defines a Generation 2 partition running prog ("" for
+// hvguest) in memMB MiB and starts it.
+func (v *vmms) startGen2(name, prog string, memMB uint64) {
+	v.t.Helper()
+	v.defineGen2(name, prog, memMB)
 	if j := v.change(name, wmiapi.RequestRunning); j.JobState != wmiapi.JobCompleted {
 		v.t.Fatalf("start %s: %+v", name, j)
 	}
-	v.waitConsole(name, 30*time.Second, "hvguest> ")
 }
 
 // waitOff waits until a partition is Off and returns it.
