@@ -7,7 +7,12 @@
 //   - vmbus/host and vmbus/client: the channel server a root runs and the
 //     client a guest runs, as state machines over a Transport;
 //   - vmbus/xproc: a Transport between two processes (shared memfd,
-//     eventfd doorbells, a Unix socket message path).
+//     eventfd doorbells, a Unix socket message path), and the Relay a
+//     Generation 2 worker uses to carry it to the vCPUs;
+//   - vmbus/synic: the SynIC event-flags layout and the guest's waiters;
+//   - vmbus/uart and vmbus/ic: the wire formats of the synthetic console
+//     and of the integration services;
+//   - vmbus/echo: a test device that checks a packet stream.
 //
 // Package vmbus itself holds what those layers share: the Transport
 // interfaces that separate the protocol from KVM.
