@@ -56,6 +56,7 @@ func demo(svc *root.Service, hvctl string, say func(string)) {
 				continue
 			}
 		}
-		say(fmt.Sprintf("demo: %s (%s): %s console %s   (%s; Ctrl-] detaches)", p.name, p.what, hvctl, p.name, p.try))
+		say(fmt.Sprintf("demo: %s (%s): %s get-vmconsole %s for its output so far, %s console %s to attach (%s; Ctrl-] detaches)",
+			p.name, p.what, hvctl, p.name, hvctl, p.name, p.try))
 	}
 }
