@@ -354,13 +354,7 @@ func (p *Partition) waitSynic(us uint64) uint64 {
 	}
 	change := p.synicChange
 	p.mu.Unlock()
-	t := time.NewTimer(time.Duration(us) * time.Microsecond)
-	select {
-	case <-change:
-	case <-t.C:
-	case <-p.end:
-	}
-	t.Stop()
+	waitFor(time.Duration(us)*time.Microsecond, change, p.end)
 	p.mu.Lock()
 	p.synicPending = false
 	return hvStatusSuccess

@@ -141,9 +141,9 @@ func (p *Partition) epollWait(epfd, events, max uint64, timeout int32) int64 {
 	if max == 0 || max > 1024 {
 		return -eINVAL
 	}
-	var deadline <-chan time.Time
+	var deadline time.Time
 	if timeout >= 0 {
-		deadline = time.After(min(time.Duration(timeout)*time.Millisecond, maxWait))
+		deadline = time.Now().Add(min(time.Duration(timeout)*time.Millisecond, maxWait))
 	}
 	for {
 		var out []byte
@@ -168,15 +168,21 @@ func (p *Partition) epollWait(epfd, events, max uint64, timeout int32) int64 {
 		}
 		change := p.fileChange
 		p.mu.Unlock()
-		select {
-		case <-change:
-			p.mu.Lock()
-		case <-deadline:
+		wait := forever
+		if timeout >= 0 {
+			wait = time.Until(deadline)
+			if wait < 0 {
+				wait = 0
+			}
+		}
+		switch waitFor(wait, change, p.end) {
+		case -1:
 			p.mu.Lock()
 			return 0
-		case <-p.end:
+		case 1:
 			p.mu.Lock()
 			return -eINTR
 		}
+		p.mu.Lock()
 	}
 }

@@ -546,6 +546,7 @@ func (p *Partition) ended() bool {
 func (p *Partition) runThread(t *thread) (Exit, bool) {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
+	vcpuThread()
 	v, err := p.vm.CreateVCPU(uint32(t.tid))
 	if err != nil {
 		return Exit{Message: fmt.Sprintf("create vCPU: %v", err)}, true
