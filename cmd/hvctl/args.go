@@ -149,9 +149,23 @@ func parseArgs(args []string) (*invocation, error) {
 	if inv.output != "table" && inv.output != "json" {
 		return nil, usagef("-o %q: want table or json", inv.output)
 	}
-	if inv.verb == "new-vm" {
+	switch inv.verb {
+	case "new-vm":
 		if err := inv.checkNewVM(memory); err != nil {
 			return nil, err
+		}
+	case "set-vmkvp":
+		if len(inv.items) == 0 {
+			return nil, usagef("set-vmkvp needs --item KEY=VALUE")
+		}
+		for _, it := range inv.items {
+			if k, _, ok := strings.Cut(it, "="); !ok || k == "" {
+				return nil, usagef("--item %q: want KEY=VALUE", it)
+			}
+		}
+	case "remove-vmkvp":
+		if len(inv.keys) == 0 {
+			return nil, usagef("remove-vmkvp needs --key KEY")
 		}
 	}
 	return inv, nil

@@ -58,21 +58,12 @@ func (x *cmd) run(ctx context.Context) error {
 		return writeKVP(x.stdout, k)
 	case "set-vmkvp":
 		items := map[string]string{}
-		for _, it := range x.items {
-			k, v, ok := strings.Cut(it, "=")
-			if !ok || k == "" {
-				return usagef("--item %q: want KEY=VALUE", it)
-			}
+		for _, it := range x.items { // parseArgs checked their form
+			k, v, _ := strings.Cut(it, "=")
 			items[k] = v
-		}
-		if len(items) == 0 {
-			return usagef("set-vmkvp needs --item KEY=VALUE")
 		}
 		return x.c.AddKvpItems(ctx, x.name, items)
 	case "remove-vmkvp":
-		if len(x.keys) == 0 {
-			return usagef("remove-vmkvp needs --key KEY")
-		}
 		return x.c.RemoveKvpItems(ctx, x.name, x.keys)
 	case "get-job":
 		j, err := x.c.GetJob(ctx, x.name)
