@@ -40,22 +40,10 @@ func (x *cmd) run(ctx context.Context) error {
 		return x.attach(ctx)
 	case "get-vmintegrationservice":
 		h, err := x.c.Heartbeat(ctx, x.name)
-		if err != nil {
-			return err
-		}
-		if x.output == "json" {
-			return writeJSON(x.stdout, h)
-		}
-		return writeHeartbeat(x.stdout, h)
+		return x.show(h, err, func() error { return writeHeartbeat(x.stdout, h) })
 	case "get-vmkvp":
 		k, err := x.c.KvpExchange(ctx, x.name)
-		if err != nil {
-			return err
-		}
-		if x.output == "json" {
-			return writeJSON(x.stdout, k)
-		}
-		return writeKVP(x.stdout, k)
+		return x.show(k, err, func() error { return writeKVP(x.stdout, k) })
 	case "set-vmkvp":
 		items := map[string]string{}
 		for _, it := range x.items { // parseArgs checked their form
@@ -67,15 +55,21 @@ func (x *cmd) run(ctx context.Context) error {
 		return x.c.RemoveKvpItems(ctx, x.name, x.keys)
 	case "get-job":
 		j, err := x.c.GetJob(ctx, x.name)
-		if err != nil {
-			return err
-		}
-		if x.output == "json" {
-			return writeJSON(x.stdout, j)
-		}
-		return writeJob(x.stdout, j)
+		return x.show(j, err, func() error { return writeJob(x.stdout, j) })
 	}
 	return fmt.Errorf("verb %q is not implemented", x.verb)
+}
+
+// show prints what a verb fetched: as JSON with -o json, else as table
+// does; err, the fetch's, comes first.
+func (x *cmd) show(v any, err error, table func() error) error {
+	if err != nil {
+		return err
+	}
+	if x.output == "json" {
+		return writeJSON(x.stdout, v)
+	}
+	return table()
 }
 
 // defineRequest is new-vm's DefineSystem input.
