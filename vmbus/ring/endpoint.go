@@ -82,8 +82,9 @@ type Stats struct {
 // draining, commits reads in batches, and before sleeping spins for a short
 // while so that a busy channel runs without interrupts.
 //
-// Send may be called from one goroutine and Recv from another at the same
-// time; neither is safe for concurrent use with itself.
+// Send, Queue and Publish may be called from one goroutine and Recv and Next
+// from another at the same time; neither side is safe for concurrent use
+// with itself.
 type Endpoint struct {
 	in   *Reader
 	out  *Writer
@@ -93,8 +94,9 @@ type Endpoint struct {
 	// Spin is how long Recv and Send poll before they sleep on the peer's
 	// doorbell. Zero means sleep at once.
 	spin time.Duration
-	// commitEvery bounds the bytes read before the read index is published.
-	commitEvery int
+	// commitEvery bounds the bytes read before the read index is published;
+	// publishEvery, the bytes queued before the write index is.
+	commitEvery, publishEvery int
 	// masked mirrors the inbound ring's interrupt_mask; owned by Recv.
 	masked bool
 
@@ -117,11 +119,12 @@ type EndpointConfig struct {
 func NewEndpoint(in *Reader, out *Writer, peer Signaler, wait Waiter, cfg EndpointConfig) *Endpoint {
 	e := &Endpoint{
 		in: in, out: out, peer: peer, wait: wait,
-		spin:        cfg.Spin,
-		commitEvery: in.DataSize() / 4,
-		data:        make(chan struct{}, 1),
-		space:       make(chan struct{}, 1),
-		done:        make(chan struct{}),
+		spin:         cfg.Spin,
+		commitEvery:  in.DataSize() / 4,
+		publishEvery: out.DataSize() / 4,
+		data:         make(chan struct{}, 1),
+		space:        make(chan struct{}, 1),
+		done:         make(chan struct{}),
 	}
 	in.SetInterruptMask(false)
 	go e.waitLoop()
@@ -173,22 +176,40 @@ func (e *Endpoint) closedErr() error {
 	return errors.Join(ErrClosed, e.err)
 }
 
-// Send writes one packet, waiting for space while the ring is full.
+// Send writes one packet and publishes it, with any packets queued before
+// it, waiting for space while the ring is full.
 func (e *Endpoint) Send(t packet.Type, flags uint16, transID uint64, ext, payload []byte) error {
+	if err := e.Queue(t, flags, transID, ext, payload); err != nil {
+		return err
+	}
+	return e.Publish()
+}
+
+// Queue writes one packet without publishing it (see Writer.Append): the
+// peer sees it after the next Publish or Send. A sender with a burst of
+// packets queues them and publishes once, which saves a full barrier and a
+// look at the peer's interrupt mask per packet. Queue publishes by itself
+// when the queued bytes reach a quarter of the ring, so that a long burst
+// keeps the reader busy, and before it waits for space in a full ring.
+func (e *Endpoint) Queue(t packet.Type, flags uint16, transID uint64, ext, payload []byte) error {
 	armed := false
 	for {
-		sig, err := e.out.Write(t, flags, transID, ext, payload)
+		err := e.out.Append(t, flags, transID, ext, payload)
 		if err == nil {
 			if armed {
 				e.out.SetPendingSend(0)
 			}
 			e.sent.Add(1)
-			if sig {
-				return e.signal()
+			if e.out.Unpublished() >= e.publishEvery {
+				return e.Publish()
 			}
 			return nil
 		}
 		if !errors.Is(err, ErrFull) {
+			return err
+		}
+		// The reader cannot free space for packets it has not been shown.
+		if err := e.Publish(); err != nil {
 			return err
 		}
 		if !armed {
@@ -210,6 +231,15 @@ func (e *Endpoint) Send(t packet.Type, flags uint16, transID uint64, ext, payloa
 	}
 }
 
+// Publish makes the queued packets visible to the peer and signals it if
+// the ring rules say so.
+func (e *Endpoint) Publish() error {
+	if e.out.Publish() {
+		return e.signal()
+	}
+	return nil
+}
+
 // fits reports whether a packet with these sizes would fit now.
 func (w *Writer) fits(extLen, payloadLen int) bool {
 	rd := load(w.r.hdr, offReadIndex)
@@ -219,8 +249,42 @@ func (w *Writer) fits(extLen, payloadLen int) bool {
 // Recv reads the next packet into p (see Reader.Read), waiting while the
 // ring is empty.
 func (e *Endpoint) Recv(p []byte) (int, error) {
+	var n int
+	err := e.recv(false, func() (err error) {
+		n, err = e.in.Read(p)
+		return err
+	})
+	if err != nil {
+		return 0, err
+	}
+	return n, nil
+}
+
+// Next is Recv without the copy: it returns the next packet where it lies in
+// the ring (see Reader.Next, whose warning about a writer that changes the
+// bytes applies). The slice stays valid until the next call to Recv, Next or
+// Flush on this endpoint, which may give its bytes back to the writer.
+func (e *Endpoint) Next() ([]byte, error) {
+	var b []byte
+	err := e.recv(true, func() (err error) {
+		b, err = e.in.Next()
+		return err
+	})
+	return b, err
+}
+
+// recv runs read until it yields a packet, committing batches and waiting
+// for the peer while the ring is empty. inPlace callers still hold the
+// previous packet when they call again, so their batch is committed before
+// the next read rather than after it.
+func (e *Endpoint) recv(inPlace bool, read func() error) error {
+	if inPlace && e.in.Pending() >= e.commitEvery {
+		if err := e.commit(); err != nil {
+			return err
+		}
+	}
 	for {
-		n, err := e.in.Read(p)
+		err := read()
 		if err == nil {
 			e.received.Add(1)
 			if !e.masked {
@@ -228,19 +292,17 @@ func (e *Endpoint) Recv(p []byte) (int, error) {
 				e.in.SetInterruptMask(true)
 				e.masked = true
 			}
-			if e.in.Pending() >= e.commitEvery {
-				if err := e.commit(); err != nil {
-					return 0, err
-				}
+			if !inPlace && e.in.Pending() >= e.commitEvery {
+				return e.commit()
 			}
-			return n, nil
+			return nil
 		}
 		if !errors.Is(err, ErrEmpty) {
-			return 0, err
+			return err
 		}
 		// Drained: publish the batch so a blocked writer can go on.
 		if err := e.commit(); err != nil {
-			return 0, err
+			return err
 		}
 		if e.poll(e.hasData) {
 			continue
@@ -255,7 +317,7 @@ func (e *Endpoint) Recv(p []byte) (int, error) {
 		select {
 		case <-e.data:
 		case <-e.done:
-			return 0, e.closedErr()
+			return e.closedErr()
 		}
 	}
 }

@@ -1,6 +1,7 @@
 package ring
 
 import (
+	"bytes"
 	"errors"
 	"testing"
 
@@ -12,7 +13,8 @@ import (
 // write_index, read_index, interrupt_mask and pending_send_sz, the rest is
 // the data area of a 2-page ring. Reading must never panic, return more
 // than the buffer, or loop forever; a writer on the same memory must fail
-// cleanly too.
+// cleanly too. A second reader on a copy of the same memory reads in place
+// (Next) and must return exactly the packets, and the errors, that Read does.
 func FuzzReader(f *testing.F) {
 	f.Fuzz(func(t *testing.T, b []byte) {
 		mem := make([]byte, 2*PageSize)
@@ -21,6 +23,7 @@ func FuzzReader(f *testing.F) {
 			copy(mem[HeaderSize:], b[16:])
 		}
 		mem[offFeatureBits] = FeaturePendingSendSize
+		twin := append([]byte(nil), mem...)
 		r, err := NewReader(mem)
 		if err != nil {
 			if !errors.Is(err, ErrCorrupt) {
@@ -28,9 +31,22 @@ func FuzzReader(f *testing.F) {
 			}
 			return
 		}
+		rn, err := NewReader(twin)
+		if err != nil {
+			t.Fatalf("NewReader on the same bytes: %v", err)
+		}
 		buf := make([]byte, PageSize)
 		for i := 0; i < PageSize; i++ {
 			n, err := r.Read(buf)
+			if err == nil || !errors.Is(err, ErrShortBuffer) {
+				b, nerr := rn.Next()
+				if (err == nil) != (nerr == nil) || err == nil && !bytes.Equal(b, buf[:n]) {
+					t.Fatalf("Read: %d bytes, %v; Next: %d bytes, %v", n, err, len(b), nerr)
+				}
+				if i%3 == 0 {
+					rn.Commit()
+				}
+			}
 			if err != nil {
 				if !errors.Is(err, ErrEmpty) && !errors.Is(err, ErrCorrupt) && !errors.Is(err, ErrShortBuffer) {
 					t.Fatalf("Read: unexpected error %v", err)

@@ -35,6 +35,13 @@
 //	guest: Read, Read, Commit     publishes read_index once
 //	guest: SetInterruptMask(false), re-checks Available(), then sleeps
 //
+// Both ends batch their index updates. A reader reads several packets and
+// publishes read_index once (Commit); a writer appends several packets and
+// publishes write_index once (Append, then Publish). Each publication is a
+// full barrier on the shared header line, so batching saves one per packet.
+// A reader may also look at a packet where it lies in the ring (Next)
+// instead of copying it out (Read), until its next Commit.
+//
 // The peer is hostile: every index read from the shared header is checked
 // (below D, 8-aligned) before use, each side keeps its own copy of the index
 // it owns, and a descriptor is copied out of shared memory once and validated
@@ -159,11 +166,14 @@ func InitHeader(mem []byte) error {
 	return nil
 }
 
-// Writer is the producer end of a ring.
+// Writer is the producer end of a ring. Append writes packets at a private
+// index; Publish makes them visible with one store and decides, once for the
+// batch, whether the reader must be signalled. Write does both.
 type Writer struct {
-	r        ring
-	wr       uint32 // our write index: the authoritative copy
-	cachedRd uint32 // last read index seen; refreshed when space looks short
+	r         ring
+	wr        uint32 // our write index: the authoritative copy
+	published uint32 // write index last stored to the header
+	cachedRd  uint32 // last read index seen; refreshed when space looks short
 }
 
 // NewWriter attaches a producer to ring memory (header page + data area).
@@ -180,6 +190,7 @@ func NewWriter(mem []byte) (*Writer, error) {
 	if err := r.checkIndex("write_index", w.wr); err != nil {
 		return nil, err
 	}
+	w.published = w.wr
 	w.cachedRd = load(r.hdr, offReadIndex)
 	if err := r.checkIndex("read_index", w.cachedRd); err != nil {
 		return nil, err
@@ -199,12 +210,26 @@ func (w *Writer) MaxPacket() int { return int(w.r.size) - 2*trailerSize }
 // multiple of 8 bytes), payload, zero padding and trailer. It reports whether
 // the reader must now be signalled (the ring went from empty to non-empty and
 // the reader has not masked interrupts). ErrFull leaves the ring untouched.
+// Write is Append then Publish: it also publishes packets appended before it.
 func (w *Writer) Write(t packet.Type, flags uint16, transID uint64, ext, payload []byte) (signal bool, err error) {
-	d, err := packet.Frame(t, flags, transID, len(ext), len(payload))
-	if err != nil {
+	if err := w.Append(t, flags, transID, ext, payload); err != nil {
 		return false, err
 	}
-	return w.write(d, ext, payload)
+	return w.Publish(), nil
+}
+
+// Append writes one packet as Write does but leaves it invisible to the
+// reader until Publish. A batch of Appends then one Publish costs one store
+// to the shared header and one full barrier, instead of one per packet; the
+// reader sees nothing of the batch until then. ErrFull leaves the ring
+// untouched; space held by unpublished packets counts as used, so a writer
+// that finds the ring full publishes before it waits.
+func (w *Writer) Append(t packet.Type, flags uint16, transID uint64, ext, payload []byte) error {
+	d, err := packet.Frame(t, flags, transID, len(ext), len(payload))
+	if err != nil {
+		return err
+	}
+	return w.append(d, ext, payload)
 }
 
 // Need is the ring space a packet with these sizes takes, trailer included:
@@ -213,19 +238,19 @@ func Need(extLen, payloadLen int) uint32 {
 	return uint32((packet.DescriptorSize+extLen+payloadLen+7)&^7) + trailerSize
 }
 
-func (w *Writer) write(d packet.Descriptor, ext, payload []byte) (bool, error) {
+func (w *Writer) append(d packet.Descriptor, ext, payload []byte) error {
 	total := uint32(d.Size()) + trailerSize
 	if total > w.r.size-trailerSize {
-		return false, fmt.Errorf("%w: %d bytes, ring holds at most %d", ErrTooLarge, total, w.r.size-trailerSize)
+		return fmt.Errorf("%w: %d bytes, ring holds at most %d", ErrTooLarge, total, w.r.size-trailerSize)
 	}
 	if w.free(w.cachedRd) <= total {
 		rd := load(w.r.hdr, offReadIndex)
 		if err := w.r.checkIndex("read_index", rd); err != nil {
-			return false, err
+			return err
 		}
 		w.cachedRd = rd
 		if w.free(rd) <= total {
-			return false, fmt.Errorf("%w: need %d bytes, %d free", ErrFull, total, w.free(rd))
+			return ErrFull // flow control, not a fault: bare, so a writer polling a full ring allocates nothing
 		}
 	}
 
@@ -253,17 +278,33 @@ func (w *Writer) write(d packet.Descriptor, ext, payload []byte) (bool, error) {
 		binary.LittleEndian.PutUint64(trailer[:], uint64(old)<<32)
 		w.wr = w.r.copyIn(off, trailer[:])
 	}
+	return nil
+}
 
-	// The atomic store publishes the packet bytes before the index.
+// Unpublished is the number of bytes appended but not yet published.
+func (w *Writer) Unpublished() int { return int(w.r.used(w.wr, w.published)) }
+
+// Publish stores the write index, making every appended packet visible, and
+// reports whether the reader must be signalled: the batch turned the ring
+// from empty to non-empty (the reader had consumed everything published
+// before it) and the reader has not masked interrupts.
+func (w *Writer) Publish() (signal bool) {
+	if w.wr == w.published {
+		return false
+	}
+	old := w.published
+	w.published = w.wr
+	// The atomic store publishes the packet bytes before the index, and is
+	// the full barrier that orders it before the loads below.
 	store(w.r.hdr, offWriteIndex, w.wr)
 
 	// Signal only on empty -> non-empty, and only if not masked.
 	if load(w.r.hdr, offInterruptMask) != 0 {
-		return false, nil
+		return false
 	}
 	rd := load(w.r.hdr, offReadIndex)
 	w.cachedRd = rd
-	return rd == old, nil
+	return rd == old
 }
 
 // free is the raw free space for read index rd; the writer needs strictly
@@ -273,7 +314,7 @@ func (w *Writer) free(rd uint32) uint32 {
 }
 
 // drained reports whether the reader has published a read index equal to
-// our write index.
+// our write index (so nothing is left unpublished either).
 func (w *Writer) drained() bool { return load(w.r.hdr, offReadIndex) == w.wr }
 
 // SetPendingSend tells the reader that the writer is blocked until n bytes
@@ -292,6 +333,7 @@ type Reader struct {
 	rd        uint32 // next byte to read (private until Commit)
 	committed uint32 // read index last published
 	cachedWr  uint32 // last write index seen
+	wrapped   []byte // Next's copy of a packet that wraps; allocated on first use
 }
 
 // NewReader attaches a consumer to ring memory, starting at the header's
@@ -341,27 +383,9 @@ func (r *Reader) Available() (bool, error) {
 // waiting, ErrShortBuffer (packet left unread) when p is too small, and
 // ErrCorrupt when the writer broke the protocol.
 func (r *Reader) Read(p []byte) (int, error) {
-	avail := r.r.used(r.cachedWr, r.rd)
-	if avail == 0 {
-		if err := r.refresh(); err != nil {
-			return 0, err
-		}
-		if avail = r.r.used(r.cachedWr, r.rd); avail == 0 {
-			return 0, ErrEmpty
-		}
-	}
-	if avail < packet.DescriptorSize+trailerSize {
-		return 0, fmt.Errorf("%w: %d bytes published, less than a packet", ErrCorrupt, avail)
-	}
-	var desc [packet.DescriptorSize]byte
-	r.r.copyOut(desc[:], r.rd)
-	d, err := packet.ParseDescriptor(desc[:])
+	desc, n, err := r.peek()
 	if err != nil {
-		return 0, fmt.Errorf("%w: at %#x: %w", ErrCorrupt, r.rd, err)
-	}
-	n := uint32(d.Size())
-	if n+trailerSize > avail {
-		return 0, fmt.Errorf("%w: packet at %#x claims %d bytes, %d published", ErrCorrupt, r.rd, n+trailerSize, avail)
+		return 0, err
 	}
 	if int(n) > len(p) {
 		return 0, fmt.Errorf("%w: packet %d bytes, buffer %d", ErrShortBuffer, n, len(p))
@@ -372,6 +396,67 @@ func (r *Reader) Read(p []byte) (int, error) {
 	r.r.copyOut(p[packet.DescriptorSize:n], r.r.advance(r.rd, packet.DescriptorSize))
 	r.rd = r.r.advance(r.rd, n+trailerSize)
 	return int(n), nil
+}
+
+// Next returns the next packet (descriptor through padded payload, trailer
+// stripped, as Read would copy it) without copying it: the slice is the
+// packet where it lies in the ring. A packet that wraps around the end of the
+// data area is copied into a buffer the Reader keeps, so the slice is
+// contiguous either way. The slice stays valid until the next Commit, which
+// gives its bytes back to the writer; packets returned by several Next calls
+// before one Commit are all valid together (only one packet of a batch can
+// wrap).
+//
+// The bytes are shared with the writer, which may change them at any time,
+// descriptor included, even after Next checked it. A consumer therefore reads
+// each field it relies on exactly once and checks the value it read, as
+// package packet's Parse does; the slice's length is fixed and safe. Errors
+// are those of Read, without ErrShortBuffer.
+func (r *Reader) Next() ([]byte, error) {
+	_, n, err := r.peek()
+	if err != nil {
+		return nil, err
+	}
+	var b []byte
+	if end := r.rd + n; end <= r.r.size {
+		b = r.r.data[r.rd:end:end]
+	} else {
+		if cap(r.wrapped) < int(n) {
+			r.wrapped = make([]byte, r.r.size)
+		}
+		b = r.wrapped[:n:n]
+		r.r.copyOut(b, r.rd)
+	}
+	r.rd = r.r.advance(r.rd, n+trailerSize)
+	return b, nil
+}
+
+// peek validates the next packet's descriptor against the published bytes
+// and returns a private copy of it and the packet's length, trailer
+// excluded, without consuming it.
+func (r *Reader) peek() (desc [packet.DescriptorSize]byte, n uint32, err error) {
+	avail := r.r.used(r.cachedWr, r.rd)
+	if avail == 0 {
+		if err := r.refresh(); err != nil {
+			return desc, 0, err
+		}
+		if avail = r.r.used(r.cachedWr, r.rd); avail == 0 {
+			return desc, 0, ErrEmpty
+		}
+	}
+	if avail < packet.DescriptorSize+trailerSize {
+		return desc, 0, fmt.Errorf("%w: %d bytes published, less than a packet", ErrCorrupt, avail)
+	}
+	r.r.copyOut(desc[:], r.rd)
+	d, err := packet.ParseDescriptor(desc[:])
+	if err != nil {
+		return desc, 0, fmt.Errorf("%w: at %#x: %w", ErrCorrupt, r.rd, err)
+	}
+	n = uint32(d.Size())
+	if n+trailerSize > avail {
+		return desc, 0, fmt.Errorf("%w: packet at %#x claims %d bytes, %d published", ErrCorrupt, r.rd, n+trailerSize, avail)
+	}
+	return desc, n, nil
 }
 
 // Commit publishes the read index for everything read since the last commit

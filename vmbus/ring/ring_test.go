@@ -175,6 +175,122 @@ func TestSignalSuppression(t *testing.T) {
 	}
 }
 
+// TestBatchPublish: appended packets stay invisible until Publish, which
+// stores the write index once and signals by the same rule as Write, applied
+// to the batch as a whole.
+func TestBatchPublish(t *testing.T) {
+	mem := newMem(t, 2)
+	w, r := pair(t, mem)
+	buf := make([]byte, 4096)
+	appendN := func(n int) {
+		t.Helper()
+		for i := 0; i < n; i++ {
+			if err := w.Append(packet.TypeDataInband, 0, uint64(i), nil, make([]byte, 24)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	appendN(3)
+	if got := load(mem, offWriteIndex); got != 0 {
+		t.Fatalf("write_index %#x before Publish, want 0", got)
+	}
+	if _, err := r.Read(buf); !errors.Is(err, ErrEmpty) {
+		t.Fatalf("Read before Publish: %v, want ErrEmpty", err)
+	}
+	if w.Unpublished() != 3*int(Need(0, 24)) {
+		t.Fatalf("Unpublished %d", w.Unpublished())
+	}
+	if !w.Publish() {
+		t.Error("a batch into an empty, unmasked ring must signal")
+	}
+	if w.Publish() {
+		t.Error("an empty batch must not signal")
+	}
+	for i := 0; i < 3; i++ {
+		if _, err := r.Read(buf); err != nil {
+			t.Fatalf("packet %d: %v", i, err)
+		}
+	}
+	// Partly drained: the reader has not reached the end of what was
+	// published, so a new batch needs no signal.
+	appendN(2)
+	w.Publish()
+	r.Read(buf)
+	r.Commit()
+	appendN(1)
+	if w.Publish() {
+		t.Error("reader behind the last batch: must not signal")
+	}
+	r.Read(buf)
+	r.Read(buf)
+	r.Commit()
+	r.SetInterruptMask(true)
+	appendN(2)
+	if w.Publish() {
+		t.Error("masked reader must not be signalled")
+	}
+	r.Read(buf)
+	r.Read(buf)
+	r.Commit()
+	r.SetInterruptMask(false)
+	appendN(1)
+	if got, want := w.Write(packet.TypeDataInband, 0, 9, nil, nil); !got || want != nil {
+		t.Errorf("Write after an unpublished Append into an empty ring: signal %v, %v; want true", got, want)
+	}
+	for i := 0; i < 2; i++ {
+		if _, err := r.Read(buf); err != nil {
+			t.Fatalf("Write did not publish the appended packet before it: %v", err)
+		}
+	}
+}
+
+// TestNextInPlace: Next returns the packet where it lies in the ring (the
+// slice aliases ring memory) unless it wraps, when it returns a contiguous
+// copy with the same bytes as Read.
+func TestNextInPlace(t *testing.T) {
+	mem := newMem(t, 2) // 4 KiB data area
+	w, r := pair(t, mem)
+	payload := bytes.Repeat([]byte("abcdefgh"), 200) // 1600 bytes: 1624 with framing and trailer
+	for i := 0; i < 2; i++ {
+		if _, err := w.Write(packet.TypeDataInband, 0, uint64(i), nil, payload); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b, err := r.Next()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if &b[0] != &mem[HeaderSize] {
+		t.Fatal("Next copied a packet that does not wrap")
+	}
+	if !bytes.Equal(b[16:], payload) {
+		t.Fatal("payload differs")
+	}
+	if _, err := r.Next(); err != nil {
+		t.Fatal(err)
+	}
+	r.Commit()
+	// The third packet starts at 3248 and wraps at 4096.
+	if _, err := w.Write(packet.TypeDataInband, 0, 2, nil, payload); err != nil {
+		t.Fatal(err)
+	}
+	b, err = r.Next()
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := packet.ParseDescriptor(b)
+	if err != nil || d.TransID != 2 || len(b) != d.Size() || !bytes.Equal(b[16:], payload) {
+		t.Fatalf("wrapped packet: %+v %v, %d bytes", d, err, len(b))
+	}
+	data := mem[HeaderSize:]
+	if &b[0] == &data[3248] {
+		t.Fatal("a wrapped packet cannot be returned in place")
+	}
+	if _, err := r.Next(); !errors.Is(err, ErrEmpty) {
+		t.Fatalf("Next on an empty ring: %v", err)
+	}
+}
+
 func TestPendingSendSignal(t *testing.T) {
 	mem := newMem(t, 2)
 	w, r := pair(t, mem)
@@ -293,6 +409,12 @@ func TestCorruptIndices(t *testing.T) {
 // random batch lengths and random commit points, checking every byte and
 // every full/empty decision against a plain queue, across thousands of
 // wrap-arounds.
+// TestRandomAgainstModel drives a ring with random bursts of writes and
+// batches of reads, across thousands of wrap-arounds, and checks every packet
+// against a model queue. Writes are published at once (Write) or appended
+// and published later (Append, Publish); reads copy (Read) or look in place
+// (Next), and every in-place packet of a batch is checked again just before
+// the batch is committed, which is as long as Next promises it stays valid.
 func TestRandomAgainstModel(t *testing.T) {
 	for _, pages := range []int{2, 3, 5} {
 		mem := newMem(t, pages)
@@ -304,14 +426,44 @@ func TestRandomAgainstModel(t *testing.T) {
 			id      uint64
 			payload []byte
 		}
-		var queue []pkt // written, not yet read
-		var queued, uncommitted uint32
+		var queue []pkt // published, not yet read
+		var unpublished []pkt
+		var queued, uncommitted uint32 // bytes written but unread; read but uncommitted
 		var nextID uint64
-		var wrapped, total uint64
+		var wrapped, total, inPlace uint64
 		buf := make([]byte, dataSize)
+		type view struct {
+			b    []byte
+			want pkt
+		}
+		var views []view // in-place packets of the current read batch
+		check := func(b []byte, want pkt) {
+			t.Helper()
+			d, _ := packet.ParseDescriptor(b)
+			if d.TransID != want.id || !bytes.Equal(b[16:16+len(want.payload)], want.payload) {
+				t.Fatalf("packet %d mismatch", want.id)
+			}
+			if len(b) != int(Need(0, len(want.payload)))-trailerSize {
+				t.Fatalf("length %d for payload %d", len(b), len(want.payload))
+			}
+		}
+		commit := func() {
+			for _, v := range views {
+				check(v.b, v.want)
+			}
+			views = views[:0]
+			r.Commit()
+			uncommitted = 0
+		}
+		publish := func() {
+			w.Publish()
+			queue = append(queue, unpublished...)
+			unpublished = unpublished[:0]
+		}
 		for wrapped < 3000 {
 			if rng.IntN(2) == 0 {
 				// A burst of writes.
+				batch := rng.IntN(3) == 0
 				for k := rng.IntN(8); k >= 0; k-- {
 					size := rng.IntN(int(dataSize) / 3)
 					if rng.IntN(4) == 0 {
@@ -322,10 +474,15 @@ func TestRandomAgainstModel(t *testing.T) {
 						payload[i] = byte(rng.Uint32())
 					}
 					need := Need(0, size)
-					// Writer's view of used space: what is queued plus what
-					// was read but not yet committed.
+					// Writer's view of used space: what is queued (published
+					// or not) plus what was read but not yet committed.
 					free := dataSize - queued - uncommitted
-					_, err := w.Write(packet.TypeDataInband, 0, nextID, nil, payload)
+					var err error
+					if batch {
+						err = w.Append(packet.TypeDataInband, 0, nextID, nil, payload)
+					} else {
+						_, err = w.Write(packet.TypeDataInband, 0, nextID, nil, payload)
+					}
 					if free <= need {
 						if !errors.Is(err, ErrFull) {
 							t.Fatalf("free %d need %d: got %v, want ErrFull", free, need, err)
@@ -335,17 +492,46 @@ func TestRandomAgainstModel(t *testing.T) {
 					if err != nil {
 						t.Fatalf("free %d need %d: %v", free, need, err)
 					}
-					queue = append(queue, pkt{nextID, payload})
+					if !batch {
+						// Write publishes what was appended before it too.
+						queue = append(queue, unpublished...)
+						unpublished = unpublished[:0]
+						queue = append(queue, pkt{nextID, payload})
+					} else {
+						unpublished = append(unpublished, pkt{nextID, payload})
+					}
 					queued += need
 					nextID++
+				}
+				var unpub int
+				for _, p := range unpublished {
+					unpub += int(Need(0, len(p.payload)))
+				}
+				if w.Unpublished() != unpub {
+					t.Fatalf("Unpublished %d, model %d", w.Unpublished(), unpub)
+				}
+				if rng.IntN(2) == 0 {
+					publish()
 				}
 			} else {
 				// A batch of reads, then maybe a commit.
 				for k := rng.IntN(8); k >= 0; k-- {
-					n, err := r.Read(buf)
+					var b []byte
+					var err error
+					if rng.IntN(2) == 0 {
+						var n int
+						n, err = r.Read(buf)
+						b = buf[:n]
+					} else {
+						b, err = r.Next()
+						if err == nil {
+							views = append(views, view{b, queue[0]})
+							inPlace++
+						}
+					}
 					if len(queue) == 0 {
 						if !errors.Is(err, ErrEmpty) {
-							t.Fatalf("empty model, Read: %d %v", n, err)
+							t.Fatalf("nothing published, read: %d bytes, %v", len(b), err)
 						}
 						break
 					}
@@ -354,13 +540,7 @@ func TestRandomAgainstModel(t *testing.T) {
 					}
 					want := queue[0]
 					queue = queue[1:]
-					d, _ := packet.ParseDescriptor(buf)
-					if d.TransID != want.id || !bytes.Equal(buf[16:16+len(want.payload)], want.payload) {
-						t.Fatalf("packet %d mismatch", want.id)
-					}
-					if n != int(Need(0, len(want.payload)))-trailerSize {
-						t.Fatalf("length %d for payload %d", n, len(want.payload))
-					}
+					check(b, want)
 					consumed := Need(0, len(want.payload))
 					queued -= consumed
 					uncommitted += consumed
@@ -368,42 +548,46 @@ func TestRandomAgainstModel(t *testing.T) {
 					wrapped = total / uint64(dataSize)
 				}
 				if rng.IntN(3) != 0 {
-					r.Commit()
-					uncommitted = 0
+					commit()
 				}
 			}
 		}
-		t.Logf("%d pages: %d packets, %d wraps", pages, nextID, wrapped)
+		t.Logf("%d pages: %d packets (%d read in place), %d wraps", pages, nextID, inPlace, wrapped)
 	}
 }
 
 // TestEndpointsMillionPackets runs a producer and a consumer goroutine over
 // a pair of rings with real signalling, a million packets of mixed sizes,
-// each checked by CRC and sequence number.
+// each checked by CRC and sequence number: once with Send and Recv, once
+// with bursts of Queue then Publish and in-place reads (Next).
 func TestEndpointsMillionPackets(t *testing.T) {
-	count := 1_000_000
-	if testing.Short() {
-		count = 100_000
-	}
-	a, b := NewEndpointPair(t, 8, EndpointConfig{Spin: 20 * time.Microsecond})
-	var wg sync.WaitGroup
-	wg.Add(1)
-	var sendErr error
-	go func() {
-		defer wg.Done()
-		sendErr = sendMixed(a, count, 1)
-	}()
-	if err := recvMixed(b, count, 1); err != nil {
-		t.Fatal(err)
-	}
-	wg.Wait()
-	if sendErr != nil {
-		t.Fatal(sendErr)
-	}
-	sa, sb := a.Stats(), b.Stats()
-	t.Logf("sender %+v receiver %+v", sa, sb)
-	if sa.PacketsSent != uint64(count) || sb.PacketsReceived != uint64(count) {
-		t.Fatalf("counts %d / %d", sa.PacketsSent, sb.PacketsReceived)
+	for _, batched := range []bool{false, true} {
+		t.Run(map[bool]string{false: "send-recv", true: "queue-next"}[batched], func(t *testing.T) {
+			count := 1_000_000
+			if testing.Short() {
+				count = 100_000
+			}
+			a, b := NewEndpointPair(t, 8, EndpointConfig{Spin: 20 * time.Microsecond})
+			var wg sync.WaitGroup
+			wg.Add(1)
+			var sendErr error
+			go func() {
+				defer wg.Done()
+				sendErr = sendMixed(a, count, 1, batched)
+			}()
+			if err := recvMixed(b, count, 1, batched); err != nil {
+				t.Fatal(err)
+			}
+			wg.Wait()
+			if sendErr != nil {
+				t.Fatal(sendErr)
+			}
+			sa, sb := a.Stats(), b.Stats()
+			t.Logf("sender %+v receiver %+v", sa, sb)
+			if sa.PacketsSent != uint64(count) || sb.PacketsReceived != uint64(count) {
+				t.Fatalf("counts %d / %d", sa.PacketsSent, sb.PacketsReceived)
+			}
+		})
 	}
 }
 
@@ -435,8 +619,10 @@ func mixedSize(rng *rand.Rand) int {
 }
 
 // sendMixed sends count packets: payload = seq u64, crc u32, len u32, data.
-func sendMixed(e *Endpoint, count int, seed uint64) error {
+// With batched set it queues bursts of 1 to 32 packets and publishes each.
+func sendMixed(e *Endpoint, count int, seed uint64, batched bool) error {
 	rng := rand.New(rand.NewPCG(seed, 1))
+	burst := 0
 	buf := make([]byte, 4096+16)
 	for i := 0; i < count; i++ {
 		n := mixedSize(rng)
@@ -447,23 +633,44 @@ func sendMixed(e *Endpoint, count int, seed uint64) error {
 		binary.LittleEndian.PutUint64(buf[0:], uint64(i))
 		binary.LittleEndian.PutUint32(buf[8:], crc32.ChecksumIEEE(data))
 		binary.LittleEndian.PutUint32(buf[12:], uint32(n))
-		if err := e.Send(packet.TypeDataInband, 0, uint64(i), nil, buf[:16+n]); err != nil {
+		if !batched {
+			if err := e.Send(packet.TypeDataInband, 0, uint64(i), nil, buf[:16+n]); err != nil {
+				return err
+			}
+			continue
+		}
+		if err := e.Queue(packet.TypeDataInband, 0, uint64(i), nil, buf[:16+n]); err != nil {
 			return err
 		}
+		if burst--; burst <= 0 {
+			if err := e.Publish(); err != nil {
+				return err
+			}
+			burst = 1 + rng.IntN(32)
+		}
 	}
-	return nil
+	return e.Publish()
 }
 
-// recvMixed receives count packets from sendMixed and checks each.
-func recvMixed(e *Endpoint, count int, seed uint64) error {
+// recvMixed receives count packets from sendMixed and checks each, copied
+// out (Recv) or in place (Next).
+func recvMixed(e *Endpoint, count int, seed uint64, inPlace bool) error {
 	buf := make([]byte, 8192)
+	var p packet.Packet
 	for i := 0; i < count; i++ {
-		n, err := e.Recv(buf)
+		var b []byte
+		var err error
+		if inPlace {
+			b, err = e.Next()
+		} else {
+			var n int
+			n, err = e.Recv(buf)
+			b = buf[:n]
+		}
 		if err != nil {
 			return err
 		}
-		var p packet.Packet
-		if err := packet.Parse(buf[:n], &p); err != nil {
+		if err := packet.Parse(b, &p); err != nil {
 			return err
 		}
 		seq := binary.LittleEndian.Uint64(p.Payload)
