@@ -27,6 +27,32 @@ func BenchmarkCopy(b *testing.B) {
 	}
 }
 
+// BenchmarkCopyIntoRing is the physical reference for a writer: the same
+// copy of each size, into memory laid out as a 64-page ring's data area, at
+// the offsets where Write puts payloads (16 bytes into each packet, packets
+// Need(0, size) apart, wrapping at the end). It is the copy a ring writer
+// cannot avoid, with the ring's cache footprint and alignments and none of
+// its framing, checks or shared indices.
+func BenchmarkCopyIntoRing(b *testing.B) {
+	for _, size := range benchSizes {
+		b.Run(fmt.Sprintf("%dB", size), func(b *testing.B) {
+			mem := newMem(b, 64)
+			data := mem[HeaderSize:]
+			src := make([]byte, size)
+			stride := int(Need(0, size))
+			b.SetBytes(int64(size))
+			off := 0
+			for b.Loop() {
+				if off+stride > len(data) {
+					off = 0 // Write would wrap here; the reference does not
+				}
+				copy(data[off+packet.DescriptorSize:], src)
+				off += stride
+			}
+		})
+	}
+}
+
 // BenchmarkCoreToCore is the physical reference for moving bytes between
 // the two cores: a producer copies blocks of each size into a 256 KiB
 // buffer, a consumer copies them out, synchronised by two counters on

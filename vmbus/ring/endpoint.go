@@ -322,6 +322,11 @@ func (e *Endpoint) recv(inPlace bool, read func() error) error {
 	}
 }
 
+// Available reports whether an inbound packet is waiting, so that a device
+// that queues answers while it drains can publish them before Next or Recv
+// would wait. A corrupt ring reports true: the next read returns the error.
+func (e *Endpoint) Available() bool { return e.hasData() }
+
 func (e *Endpoint) hasData() bool {
 	ok, err := e.in.Available()
 	return ok || err != nil // let Read report the corruption
