@@ -106,11 +106,9 @@ func (d *Device) serve(ch *host.Channel, done chan struct{}) {
 	for seq := uint64(0); ; seq++ {
 		// Completions are queued while packets keep coming and published
 		// once the inbound ring has run dry, one barrier per burst.
-		if !ep.Available() {
-			if err := ep.Publish(); err != nil {
-				ch.Fail(err)
-				return
-			}
+		if err := ep.PublishIdle(); err != nil {
+			ch.Fail(err)
+			return
 		}
 		// The packet is read in place: check reads each field once.
 		b, err := ep.Next()

@@ -322,10 +322,16 @@ func (e *Endpoint) recv(inPlace bool, read func() error) error {
 	}
 }
 
-// Available reports whether an inbound packet is waiting, so that a device
-// that queues answers while it drains can publish them before Next or Recv
-// would wait. A corrupt ring reports true: the next read returns the error.
-func (e *Endpoint) Available() bool { return e.hasData() }
+// PublishIdle publishes the queued packets if no inbound packet is
+// waiting. A device that queues its answers while it drains calls it before
+// each Next or Recv, so that its answers go out once its input runs dry. It
+// looks at the shared ring only when something is queued.
+func (e *Endpoint) PublishIdle() error {
+	if e.out.Unpublished() == 0 || e.hasData() {
+		return nil
+	}
+	return e.Publish()
+}
 
 func (e *Endpoint) hasData() bool {
 	ok, err := e.in.Available()
