@@ -111,7 +111,7 @@ func (d *Device) serve(ch *host.Channel, done chan struct{}) {
 			return
 		}
 		// The packet is read in place: check reads each field once.
-		b, err := ep.Next()
+		b, err := ep.Next(MaxPacket)
 		if err != nil {
 			if !errors.Is(err, ring.ErrClosed) {
 				d.faults.Add(1)
@@ -252,7 +252,7 @@ func Send(ep *ring.Endpoint, count int, sizes Sizes, seed uint64, opt Options) e
 func Drain(ep *ring.Endpoint, count int) error {
 	var p packet.Packet
 	for seq := uint64(0); seq < uint64(count); seq++ {
-		b, err := ep.Next()
+		b, err := ep.Next(MaxPacket)
 		if err != nil {
 			return fmt.Errorf("completion %d: %w", seq, err)
 		}

@@ -135,7 +135,7 @@ func BenchmarkRingOneCore(b *testing.B) {
 						p = buf[:n]
 					} else {
 						var err error
-						if p, err = r.Next(); err != nil {
+						if p, err = r.Next(len(buf)); err != nil {
 							return err
 						}
 					}
@@ -216,7 +216,7 @@ func benchStream(b *testing.B, tx, rx *Endpoint, size int, mode string) {
 		var p []byte
 		var err error
 		if mode != "copy" {
-			p, err = rx.Next()
+			p, err = rx.Next(len(buf))
 		} else {
 			var n int
 			n, err = rx.Recv(buf)

@@ -270,14 +270,15 @@ func (e *Endpoint) Recv(p []byte) (int, error) {
 	return n, nil
 }
 
-// Next is Recv without the copy: it returns the next packet where it lies in
-// the ring (see Reader.Next, whose warning about a writer that changes the
-// bytes applies). The slice stays valid until the next call to Recv, Next or
-// Flush on this endpoint, which may give its bytes back to the writer.
-func (e *Endpoint) Next() ([]byte, error) {
+// Next is Recv without the copy: it returns the next packet, of at most max
+// bytes, where it lies in the ring (see Reader.Next, whose warning about a
+// writer that changes the bytes applies). The slice stays valid until the
+// next call to Recv, Next or Flush on this endpoint, which may give its
+// bytes back to the writer.
+func (e *Endpoint) Next(max int) ([]byte, error) {
 	var b []byte
 	err := e.recv(true, func() (err error) {
-		b, err = e.in.Next()
+		b, err = e.in.Next(max)
 		return err
 	})
 	return b, err

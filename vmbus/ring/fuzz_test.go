@@ -38,14 +38,16 @@ func FuzzReader(f *testing.F) {
 		buf := make([]byte, PageSize)
 		for i := 0; i < PageSize; i++ {
 			n, err := r.Read(buf)
-			if err == nil || !errors.Is(err, ErrShortBuffer) {
-				b, nerr := rn.Next()
-				if (err == nil) != (nerr == nil) || err == nil && !bytes.Equal(b, buf[:n]) {
-					t.Fatalf("Read: %d bytes, %v; Next: %d bytes, %v", n, err, len(b), nerr)
-				}
-				if i%3 == 0 {
-					rn.Commit()
-				}
+			b, nerr := rn.Next(len(buf))
+			if (err == nil) != (nerr == nil) || err == nil && !bytes.Equal(b, buf[:n]) ||
+				errors.Is(err, ErrShortBuffer) != errors.Is(nerr, ErrShortBuffer) {
+				t.Fatalf("Read: %d bytes, %v; Next: %d bytes, %v", n, err, len(b), nerr)
+			}
+			if len(b) > len(buf) {
+				t.Fatalf("Next returned %d bytes, limit %d", len(b), len(buf))
+			}
+			if i%3 == 0 {
+				rn.Commit()
 			}
 			if err != nil {
 				if !errors.Is(err, ErrEmpty) && !errors.Is(err, ErrCorrupt) && !errors.Is(err, ErrShortBuffer) {

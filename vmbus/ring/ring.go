@@ -400,29 +400,34 @@ func (r *Reader) Read(p []byte) (int, error) {
 
 // Next returns the next packet (descriptor through padded payload, trailer
 // stripped, as Read would copy it) without copying it: the slice is the
-// packet where it lies in the ring. A packet that wraps around the end of the
-// data area is copied into a buffer the Reader keeps, so the slice is
-// contiguous either way. The slice stays valid until the next Commit, which
-// gives its bytes back to the writer; packets returned by several Next calls
-// before one Commit are all valid together (only one packet of a batch can
-// wrap).
+// packet where it lies in the ring. max bounds the packet as len(p) bounds
+// it for Read: a longer packet is left unread and Next returns
+// ErrShortBuffer, so a peer cannot make the reader hold more than max bytes.
+// A packet that wraps around the end of the data area is copied into a
+// buffer the Reader keeps (at most max bytes), so the slice is contiguous
+// either way. The slice stays valid until the next Commit, which gives its
+// bytes back to the writer; packets returned by several Next calls before
+// one Commit are all valid together (only one packet of a batch can wrap).
 //
 // The bytes are shared with the writer, which may change them at any time,
 // descriptor included, even after Next checked it. A consumer therefore reads
 // each field it relies on exactly once and checks the value it read, as
 // package packet's Parse does; the slice's length is fixed and safe. Errors
-// are those of Read, without ErrShortBuffer.
-func (r *Reader) Next() ([]byte, error) {
+// are those of Read.
+func (r *Reader) Next(max int) ([]byte, error) {
 	_, n, err := r.peek()
 	if err != nil {
 		return nil, err
+	}
+	if int(n) > max {
+		return nil, fmt.Errorf("%w: packet %d bytes, limit %d", ErrShortBuffer, n, max)
 	}
 	var b []byte
 	if end := r.rd + n; end <= r.r.size {
 		b = r.r.data[r.rd:end:end]
 	} else {
 		if cap(r.wrapped) < int(n) {
-			r.wrapped = make([]byte, r.r.size)
+			r.wrapped = make([]byte, n)
 		}
 		b = r.wrapped[:n:n]
 		r.r.copyOut(b, r.rd)

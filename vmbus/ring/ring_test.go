@@ -256,7 +256,7 @@ func TestNextInPlace(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	b, err := r.Next()
+	b, err := r.Next(PageSize)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -266,7 +266,7 @@ func TestNextInPlace(t *testing.T) {
 	if !bytes.Equal(b[16:], payload) {
 		t.Fatal("payload differs")
 	}
-	if _, err := r.Next(); err != nil {
+	if _, err := r.Next(PageSize); err != nil {
 		t.Fatal(err)
 	}
 	r.Commit()
@@ -274,7 +274,7 @@ func TestNextInPlace(t *testing.T) {
 	if _, err := w.Write(packet.TypeDataInband, 0, 2, nil, payload); err != nil {
 		t.Fatal(err)
 	}
-	b, err = r.Next()
+	b, err = r.Next(PageSize)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -286,8 +286,21 @@ func TestNextInPlace(t *testing.T) {
 	if &b[0] == &data[3248] {
 		t.Fatal("a wrapped packet cannot be returned in place")
 	}
-	if _, err := r.Next(); !errors.Is(err, ErrEmpty) {
+	if _, err := r.Next(PageSize); !errors.Is(err, ErrEmpty) {
 		t.Fatalf("Next on an empty ring: %v", err)
+	}
+
+	// The limit: a packet longer than max stays unread, and nothing is
+	// allocated for it, as Read leaves a packet its buffer cannot hold.
+	r.Commit()
+	if _, err := w.Write(packet.TypeDataInband, 0, 3, nil, payload); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Next(len(payload)); !errors.Is(err, ErrShortBuffer) {
+		t.Fatalf("Next over its limit: %v, want ErrShortBuffer", err)
+	}
+	if b, err := r.Next(len(payload) + packet.DescriptorSize); err != nil || len(b) != len(payload)+packet.DescriptorSize {
+		t.Fatalf("Next after ErrShortBuffer: %d bytes, %v", len(b), err)
 	}
 }
 
@@ -523,7 +536,7 @@ func TestRandomAgainstModel(t *testing.T) {
 						n, err = r.Read(buf)
 						b = buf[:n]
 					} else {
-						b, err = r.Next()
+						b, err = r.Next(len(buf))
 						if err == nil {
 							views = append(views, view{b, queue[0]})
 							inPlace++
@@ -661,7 +674,7 @@ func recvMixed(e *Endpoint, count int, seed uint64, inPlace bool) error {
 		var b []byte
 		var err error
 		if inPlace {
-			b, err = e.Next()
+			b, err = e.Next(len(buf))
 		} else {
 			var n int
 			n, err = e.Recv(buf)
