@@ -48,7 +48,8 @@ type Exit struct {
 	Report  string // a fault's registers and recent system calls
 }
 
-// Partition is a running Generation 2 partition: one vCPU for now.
+// Partition is a running Generation 2 partition: one vCPU per thread of its
+// program.
 type Partition struct {
 	cfg Config
 	log hclog.Logger
