@@ -229,7 +229,7 @@ func (s *Service) start(ctx context.Context, p *partition) error {
 	if err == nil {
 		w.assign(p.log, &countingWriter{w: p.console, n: s.metrics.consoleOut.WithLabelValues(def.Name)})
 		s.writePID(def.ID, w.pid())
-		err = w.start(ctx, def, busConfig{hostItems: func() map[string]string { return s.hostItems(p) }})
+		err = w.start(ctx, def, busConfig{hostItems: func() map[string]string { return s.hostItems(p) }, poll: s.vmbusPoll()})
 	}
 	if err != nil {
 		p.console.setLive(false)

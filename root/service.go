@@ -32,6 +32,10 @@ type Config struct {
 	Registerer      prometheus.Registerer // where the service's metrics go; nil: none
 	ShutdownTimeout time.Duration         // how long a guest gets to power off after the power button (default 30 s)
 	NoSpare         bool                  // do not keep a spare worker process ready
+	// VMBusPoll is how long the VMBus devices poll a quiet channel before
+	// they sleep on its doorbell: 0 means host.DefaultPoll, a negative
+	// value not at all.
+	VMBusPoll time.Duration
 }
 
 // Service is the root partition service: the registry of partitions, their

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/partita-hv/partita/vmbus/host"
 )
 
 func TestStoreRoundTripAndRecovery(t *testing.T) {
@@ -83,6 +85,19 @@ func TestGUIDs(t *testing.T) {
 	for _, s := range []string{"", "x", "16D1EF0B-91FC-4CFE-89B7-736F3D4C366", "16D1EF0B_91FC-4CFE-89B7-736F3D4C3661", "16D1EF0B-91FC-4CFE-89B7-736F3D4C366G"} {
 		if isGUID(s) {
 			t.Errorf("%q taken for a GUID", s)
+		}
+	}
+}
+
+// TestVMBusPollSetting: Config.VMBusPoll's zero is the default, a negative
+// value turns polling off, anything else is taken as is.
+func TestVMBusPollSetting(t *testing.T) {
+	for _, c := range []struct{ set, want time.Duration }{
+		{0, host.DefaultPoll}, {-1, 0}, {5 * time.Microsecond, 5 * time.Microsecond},
+	} {
+		s := &Service{cfg: Config{VMBusPoll: c.set}}
+		if got := s.vmbusPoll(); got != c.want {
+			t.Errorf("VMBusPoll %v: devices poll %v, want %v", c.set, got, c.want)
 		}
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/partita-hv/partita/partition/memory"
 	"github.com/partita-hv/partita/vmbus/host"
 	wire "github.com/partita-hv/partita/vmbus/ic"
+	"github.com/partita-hv/partita/vmbus/ring"
 	"github.com/partita-hv/partita/vmbus/uart"
 	"github.com/partita-hv/partita/vmbus/xproc"
 	"github.com/partita-hv/partita/vsp/console"
@@ -41,7 +42,19 @@ type busConfig struct {
 	consoleOut                          io.Writer
 	hostItems                           func() map[string]string // the host KVP items to give a guest that connects
 	heartbeatInterval, heartbeatTimeout time.Duration            // 0: the IC's defaults
+	poll                                time.Duration            // the devices' ring polling; see Config.VMBusPoll
 	log                                 hclog.Logger
+}
+
+// vmbusPoll is the devices' ring polling time (Config.VMBusPoll).
+func (s *Service) vmbusPoll() time.Duration {
+	switch {
+	case s.cfg.VMBusPoll == 0:
+		return host.DefaultPoll
+	case s.cfg.VMBusPoll < 0:
+		return 0
+	}
+	return s.cfg.VMBusPoll
 }
 
 // newPartitionBus starts the server over mem and offers the devices. It
@@ -53,7 +66,7 @@ func newPartitionBus(mem *memory.Memory, cfg busConfig) (*partitionBus, *os.File
 		return nil, nil, err
 	}
 	b := &partitionBus{
-		tr: tr, srv: host.NewServer(tr, host.Config{Logger: cfg.log}),
+		tr: tr, srv: host.NewServer(tr, host.Config{Logger: cfg.log, Endpoint: ring.EndpointConfig{Spin: cfg.poll}}),
 		console:     &console.Device{Output: cfg.consoleOut},
 		heartbeat:   &ic.Heartbeat{Interval: cfg.heartbeatInterval, Timeout: cfg.heartbeatTimeout},
 		kvp:         &ic.KVP{Initial: cfg.hostItems},

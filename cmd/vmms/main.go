@@ -36,6 +36,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/partita-hv/partita/root"
+	"github.com/partita-hv/partita/vmbus/host"
 	wmiapi "github.com/partita-hv/partita/wmi-api"
 )
 
@@ -49,18 +50,19 @@ func main() {
 	logLevel := flag.String("log-level", "info", "log level: trace, debug, info, warn, error")
 	noSpare := flag.Bool("no-spare-worker", false, "do not keep a worker process ready for the next start")
 	demoMode := flag.Bool("demo", false, "define and start a Generation 1 (SeaBIOS) and a Generation 2 (hvguest) partition")
+	vmbusPoll := flag.Duration("vmbus-poll", host.DefaultPoll, "how long VMBus devices poll a quiet channel before they sleep on its doorbell (0: not at all)")
 	flag.Parse()
 	if flag.NArg() != 0 {
 		fmt.Fprintf(os.Stderr, "vmms: unexpected arguments %q\n", flag.Args())
 		os.Exit(2)
 	}
-	if err := run(*stateDir, *listen, *logFormat, *logLevel, *noSpare, *demoMode); err != nil {
+	if err := run(*stateDir, *listen, *logFormat, *logLevel, *noSpare, *demoMode, *vmbusPoll); err != nil {
 		fmt.Fprintln(os.Stderr, "vmms:", err)
 		os.Exit(1)
 	}
 }
 
-func run(stateDir, listen, logFormat, logLevel string, noSpare, demoMode bool) error {
+func run(stateDir, listen, logFormat, logLevel string, noSpare, demoMode bool, vmbusPoll time.Duration) error {
 	if logFormat != "text" && logFormat != "json" {
 		return fmt.Errorf("--log-format %q: want text or json", logFormat)
 	}
@@ -68,11 +70,17 @@ func run(stateDir, listen, logFormat, logLevel string, noSpare, demoMode bool) e
 	if level == hclog.NoLevel {
 		return fmt.Errorf("--log-level %q: want trace, debug, info, warn or error", logLevel)
 	}
+	if vmbusPoll < 0 || vmbusPoll > 10*time.Millisecond {
+		return fmt.Errorf("--vmbus-poll %v: want 0 to 10ms", vmbusPoll)
+	}
+	if vmbusPoll == 0 {
+		vmbusPoll = -1 // root.Config: negative is "not at all"
+	}
 	log := hclog.New(&hclog.LoggerOptions{Name: "vmms", Level: level, JSONFormat: logFormat == "json", Output: os.Stderr})
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	svc, err := root.New(root.Config{StateDir: stateDir, Logger: log, Registerer: reg, NoSpare: noSpare})
+	svc, err := root.New(root.Config{StateDir: stateDir, Logger: log, Registerer: reg, NoSpare: noSpare, VMBusPoll: vmbusPoll})
 	if err != nil {
 		return err
 	}

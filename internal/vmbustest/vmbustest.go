@@ -13,6 +13,7 @@ import (
 	"github.com/partita-hv/partita/partition/memory"
 	"github.com/partita-hv/partita/vmbus/client"
 	"github.com/partita-hv/partita/vmbus/host"
+	"github.com/partita-hv/partita/vmbus/ring"
 	"github.com/partita-hv/partita/vmbus/xproc"
 )
 
@@ -31,8 +32,9 @@ type Host struct {
 	GuestConn *os.File // the guest's end of the transport socket
 }
 
-// NewHost makes size bytes of guest memory and a server offering devs;
-// all is closed when the test ends.
+// NewHost makes size bytes of guest memory and a server offering devs,
+// whose rings poll as the root's do (host.DefaultPoll); all is closed when
+// the test ends.
 func NewHost(t testing.TB, size uint64, devs ...Device) *Host {
 	t.Helper()
 	mem, err := memory.New("vmbustest", size)
@@ -43,7 +45,7 @@ func NewHost(t testing.TB, size uint64, devs ...Device) *Host {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := &Host{Mem: mem, Transport: tr, Server: host.NewServer(tr, host.Config{}), GuestConn: conn}
+	h := &Host{Mem: mem, Transport: tr, Server: host.NewServer(tr, host.Config{Endpoint: ring.EndpointConfig{Spin: host.DefaultPoll}}), GuestConn: conn}
 	t.Cleanup(func() { h.Server.Close(); tr.Close(); conn.Close(); mem.Close() })
 	for _, d := range devs {
 		if _, err := h.Server.Offer(d.Spec, d.Device); err != nil {
