@@ -107,7 +107,9 @@ func (d *Device) serve(ch *host.Channel, done chan struct{}) {
 		// Completions are queued while packets keep coming and published
 		// once the inbound ring has run dry, one barrier per burst.
 		if err := ep.PublishIdle(); err != nil {
-			ch.Fail(err)
+			if !errors.Is(err, ring.ErrClosed) {
+				ch.Fail(err)
+			}
 			return
 		}
 		// The packet is read in place: check reads each field once.
