@@ -550,16 +550,16 @@ func TestGen2ProgramThroughTheAPI(t *testing.T) {
 }
 
 // TestGoGuestThroughTheAPI: a Generation 2 partition running a Go program
-// starts through the API; its output (goroutines, timers, a 64 MiB
-// allocation) reaches the console endpoint and it powers off when the
-// program exits.
+// starts through the API; the program sees the processors the definition
+// gives it, and its output (goroutines, timers, a 64 MiB allocation)
+// reaches the console endpoint; it powers off when the program exits.
 func TestGoGuestThroughTheAPI(t *testing.T) {
 	requireKVM(t)
 	v := startVMMS(t, t.TempDir())
 	prog := testguest.GoGuest(t, t.TempDir())
 	name := unique("goguest")
-	v.startGen2(name, prog, 256)
-	v.waitConsole(name, 60*time.Second, "goroutines done", "timers done true", "allocated 67108864 57")
+	v.startGen2(name, prog, 256, wmiapi.ResourceSettingData{ResourceType: wmiapi.ResourceProcessor, VirtualQuantity: 2})
+	v.waitConsole(name, 60*time.Second, "processors 2\n", "goroutines done", "timers done true", "allocated 67108864 57")
 	if cs := v.waitOff(name, 30*time.Second); cs.LastStopReason != "program exited with status 0" || cs.HealthState != wmiapi.HealthOK {
 		t.Fatalf("after the program: %+v", cs)
 	}
@@ -580,12 +580,13 @@ func TestGen2ConsoleInput(t *testing.T) {
 	}
 }
 
-// defineGen2 defines a Generation 2 partition running prog.
-func (v *vmms) defineGen2(name, prog string, memMB uint64) {
+// defineGen2 defines a Generation 2 partition running prog, with memMB of
+// memory and any further resources given.
+func (v *vmms) defineGen2(name, prog string, memMB uint64, more ...wmiapi.ResourceSettingData) {
 	v.t.Helper()
 	if status := v.call("POST", wmiapi.Prefix+"/Msvm_VirtualSystemManagementService/DefineSystem", wmiapi.DefineSystemRequest{
 		SystemSettings:   wmiapi.VirtualSystemSettingData{ElementName: name, VirtualSystemSubType: wmiapi.SubTypeGen2, GuestFile: prog},
-		ResourceSettings: []wmiapi.ResourceSettingData{{ResourceType: wmiapi.ResourceMemory, VirtualQuantity: memMB}}}, nil); status != 201 {
+		ResourceSettings: append([]wmiapi.ResourceSettingData{{ResourceType: wmiapi.ResourceMemory, VirtualQuantity: memMB}}, more...)}, nil); status != 201 {
 		v.t.Fatalf("define %s: %d", name, status)
 	}
 }
@@ -791,9 +792,9 @@ func (v *vmms) startHvguest(name string) {
 
 // startGen2 defines a Generation 2 partition running prog ("" for
 // hvguest) in memMB MiB and starts it.
-func (v *vmms) startGen2(name, prog string, memMB uint64) {
+func (v *vmms) startGen2(name, prog string, memMB uint64, more ...wmiapi.ResourceSettingData) {
 	v.t.Helper()
-	v.defineGen2(name, prog, memMB)
+	v.defineGen2(name, prog, memMB, more...)
 	if j := v.change(name, wmiapi.RequestRunning); j.JobState != wmiapi.JobCompleted {
 		v.t.Fatalf("start %s: %+v", name, j)
 	}

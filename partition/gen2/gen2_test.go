@@ -89,25 +89,26 @@ func TestAddressSpaceBeyondMemory(t *testing.T) {
 // executable (CGO_ENABLED=0), the way Gen2 guests are built.
 func goProgram(t *testing.T) string { return testguest.GoGuest(t, t.TempDir()) }
 
-// TestGoProgram: a Go program runs in a Gen2 partition: its runtime's
-// threads are vCPUs, its goroutines run under GOMAXPROCS=2, its timers
+// TestGoProgram: a Go program runs in a Gen2 partition: it sees the
+// processors it was given, its runtime's threads are vCPUs, its goroutines
+// run under GOMAXPROCS=2, its timers
 // sleep in epoll, it allocates and touches 64 MiB; run again with an
 // argument, it panics, and the panic's text is on the console with exit
 // status 2.
 func TestGoProgram(t *testing.T) {
 	testenv.RequireKVM(t)
 	prog := goProgram(t)
-	run := func(args ...string) (Exit, string, *Partition) {
+	run := func(processors int, args ...string) (Exit, string, *Partition) {
 		var out testenv.Buffer
-		p, err := New(Config{Name: "go", Program: prog, Args: args, Memory: 256 << 20, Console: &out})
+		p, err := New(Config{Name: "go", Program: prog, Args: args, Memory: 256 << 20, Processors: processors, Console: &out})
 		if err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { p.Close() })
 		return p.Run(), out.String(), p
 	}
-	exit, out, p := run()
-	for _, want := range []string{"goroutines done 2999997 2999997\n", "timers done true\n", "allocated 67108864 57\n"} {
+	exit, out, p := run(3)
+	for _, want := range []string{"processors 3\n", "goroutines done 2999997 2999997\n", "timers done true\n", "allocated 67108864 57\n"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("console lacks %q", want)
 		}
@@ -117,8 +118,8 @@ func TestGoProgram(t *testing.T) {
 	}
 	t.Logf("%d system calls, %d page faults served, %d frames taken, unserved %v", p.Syscalls(), p.faults.Load(), p.as.used, p.ENOSYSCounts())
 
-	exit, out, _ = run("panic")
-	if !exit.Clean || exit.Code != 2 || !strings.Contains(out, "panic: guest panics on purpose") || !strings.Contains(out, "goroutine 1 [running]") {
+	exit, out, _ = run(0, "panic")
+	if !exit.Clean || exit.Code != 2 || !strings.Contains(out, "processors 1\n") || !strings.Contains(out, "panic: guest panics on purpose") || !strings.Contains(out, "goroutine 1 [running]") {
 		t.Fatalf("panic run: exit %+v; console %q", exit, out)
 	}
 }
@@ -176,5 +177,27 @@ func TestConsoleInput(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		p.Stop("test timeout")
 		t.Fatalf("no end; echoed %d bytes", len(out.String()))
+	}
+}
+
+// TestBadConfig: sizes a partition cannot have are refused by New with a
+// clear error, before anything is built.
+func TestBadConfig(t *testing.T) {
+	prog := program(t, "hello")
+	for _, c := range []struct {
+		cfg  Config
+		want string
+	}{
+		{Config{Memory: 3 << 20}, "want 4 MiB to 4 GiB"},
+		{Config{Memory: 16 << 20, Processors: 65}, "65 processors: want 1 to 64"},
+		{Config{Memory: 16 << 20, Processors: -1}, "-1 processors"},
+	} {
+		c.cfg.Name, c.cfg.Program = "bad", prog
+		if p, err := New(c.cfg); err == nil || !strings.Contains(err.Error(), c.want) {
+			if p != nil {
+				p.Close()
+			}
+			t.Errorf("%+v: got %v, want an error with %q", c.cfg, err, c.want)
+		}
 	}
 }

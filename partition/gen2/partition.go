@@ -20,14 +20,18 @@ import (
 
 // Config describes a Generation 2 partition.
 type Config struct {
-	Name      string
-	Program   string   // static x86-64 executable
-	Args      []string // argv[1:]
-	Env       []string
-	Memory    uint64    // bytes, whole 2 MiB pages, 4 MiB to 4 GiB
-	Console   io.Writer // what the program writes to fds 1 and 2
-	ConsoleIn io.Reader // what it reads from fd 0 (nil: end of input at once)
-	Bus       Bus       // where its hypercalls' messages and events go (nil: none answers, unless VMBus is set)
+	Name    string
+	Program string   // static x86-64 executable
+	Args    []string // argv[1:]
+	Env     []string
+	Memory  uint64 // bytes, whole 2 MiB pages, 4 MiB to 4 GiB
+	// Processors is how many processors the program is told it has
+	// (sched_getaffinity, so Go's default GOMAXPROCS): 1 to 64, 0 meaning
+	// 1. Each of its threads is a vCPU whatever the number.
+	Processors int
+	Console    io.Writer // what the program writes to fds 1 and 2
+	ConsoleIn  io.Reader // what it reads from fd 0 (nil: end of input at once)
+	Bus        Bus       // where its hypercalls' messages and events go (nil: none answers, unless VMBus is set)
 	// VMBus, if set, is the guest end of the root's VMBus transport
 	// socket (package vmbus/xproc): the partition's messages, doorbells
 	// and channel interrupts go to and from the root's VMBus host. The
@@ -119,6 +123,10 @@ func newPartition(cfg Config) *Partition {
 	return p
 }
 
+// maxProcessors is the most processors a program can be told of: one
+// 64-bit affinity mask.
+const maxProcessors = 64
+
 // stackSize is the program's main stack, below userTop.
 const stackSize = 8 << 20
 
@@ -133,6 +141,15 @@ func New(cfg Config) (*Partition, error) {
 	if cfg.GuestMemory != nil && cfg.GuestMemory.Size() != cfg.Memory {
 		cfg.GuestMemory.Close()
 		return nil, fmt.Errorf("gen2: guest memory holds %d bytes, the partition %d", cfg.GuestMemory.Size(), cfg.Memory)
+	}
+	if cfg.Processors == 0 {
+		cfg.Processors = 1
+	}
+	if cfg.Processors < 1 || cfg.Processors > maxProcessors {
+		if cfg.GuestMemory != nil {
+			cfg.GuestMemory.Close()
+		}
+		return nil, fmt.Errorf("gen2: %d processors: want 1 to %d", cfg.Processors, maxProcessors)
 	}
 	img, err := os.ReadFile(cfg.Program)
 	if err != nil {

@@ -197,12 +197,16 @@ func (p *Partition) serve(t *thread, r *kvm.Regs, nr, a0, a1, a2, a3, a4 uint64)
 	case sysOpenat:
 		ret = -eNOENT // there is no file system
 	case sysSchedGetaff:
-		// One processor: a mask with bit 0.
+		// The configured processors: the mask's low bits.
 		if a1 < 8 {
 			ret = -eINVAL
 			break
 		}
-		if !p.as.copyOut(a2, []byte{1, 0, 0, 0, 0, 0, 0, 0}) {
+		mask := uint64(1)<<p.cfg.Processors - 1
+		if p.cfg.Processors == 64 {
+			mask = ^uint64(0)
+		}
+		if !p.as.copyOut(a2, binary.LittleEndian.AppendUint64(nil, mask)) {
 			ret = -eFAULT
 			break
 		}

@@ -57,7 +57,7 @@ type gen2Partition struct {
 }
 
 func startGen2(st *control.Start, mem *memory.Memory, bus *os.File, log hclog.Logger) (*gen2Partition, error) {
-	p, err := gen2.New(gen2.Config{Name: st.Name, Program: st.Program, Memory: st.MemoryBytes, Console: os.Stdout, ConsoleIn: os.Stdin,
+	p, err := gen2.New(gen2.Config{Name: st.Name, Program: st.Program, Memory: st.MemoryBytes, Processors: st.Processors, Console: os.Stdout, ConsoleIn: os.Stdin,
 		Logger: log, GuestMemory: mem, VMBus: bus})
 	if err != nil {
 		return nil, err

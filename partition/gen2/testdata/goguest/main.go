@@ -9,6 +9,7 @@ import (
 )
 
 func main() {
+	fmt.Println("processors", runtime.NumCPU())
 	runtime.GOMAXPROCS(2)
 	var wg sync.WaitGroup
 	sum := make([]int, 8)
