@@ -48,8 +48,8 @@ type Transport struct {
 // Dial makes sure the program runs with at least two Ps (GOMAXPROCS). The
 // handler spends most of its life in the SynIC wait, a system call, and Go's
 // runtime counts its P as busy until sysmon takes it back. A partition
-// reports one processor, so the runtime starts with one P, and in a
-// partition sysmon's sleeps last at least 250 µs: every wait of the handler
+// defined with one processor (the default) reports one, so the runtime
+// starts with one P, and in a partition sysmon's sleeps last at least 250 µs: every wait of the handler
 // then stalled the program's goroutines for up to that long. A second P lets
 // them run while the handler waits. Each thread of a Generation 2 program is
 // its own vCPU, so the two Ps also run in parallel when both have work.
