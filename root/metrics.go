@@ -49,7 +49,7 @@ func newMetrics(s *Service) *metrics {
 		memory: prometheus.NewDesc("partita_guest_memory_bytes", "Guest memory of running partitions.", []string{"partition"}, nil),
 		unserved: prometheus.NewDesc("partita_guest_unserved_syscalls_total", "System calls of Generation 2 programs that got ENOSYS, by partition and system call number (since the partition last started).",
 			[]string{"partition", "syscall"}, nil),
-		vmbus: prometheus.NewDesc("partita_vmbus_events_total", "A Generation 2 partition's VMBus host, by event: messages from the guest, protocol_errors (messages dropped), channel_failures (channels closed for a fault), channels_opened, gpadls_created, device_faults (guest protocol violations the devices saw). Since the partition last started.",
+		vmbus: prometheus.NewDesc("partita_vmbus_events_total", "A Generation 2 partition's VMBus host, by event: messages from the guest, protocol_errors (messages dropped), channel_failures (channels closed for a fault), channels_opened, gpadls_created, device_faults (guest protocol violations the devices saw), and the rings' traffic: packets_from_guest and packets_to_guest (read and written by the devices), interrupts_to_guest, guest_wakeups (the guest's doorbells, several of which can make one wake-up). Since the partition last started.",
 			[]string{"partition", "event"}, nil),
 	}
 }

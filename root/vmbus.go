@@ -114,16 +114,21 @@ func (b *partitionBus) kvpConn() (*ic.Conn, error) {
 	return c, nil
 }
 
-// stats are the server's counters and the devices' fault counts.
+// stats are the server's counters, the devices' fault counts and the
+// rings' traffic.
 func (b *partitionBus) stats() map[string]uint64 {
 	st := b.srv.Stats()
 	return map[string]uint64{
-		"messages":         st.Messages,
-		"protocol_errors":  st.ProtocolErrors,
-		"channel_failures": st.ChannelFailures,
-		"channels_opened":  st.ChannelsOpened,
-		"gpadls_created":   st.GPADLsCreated,
-		"device_faults":    b.console.Faults() + b.hbDev.Faults() + b.sdDev.Faults() + b.kvpDev.Faults() + b.tsDev.Faults(),
+		"messages":            st.Messages,
+		"protocol_errors":     st.ProtocolErrors,
+		"channel_failures":    st.ChannelFailures,
+		"channels_opened":     st.ChannelsOpened,
+		"gpadls_created":      st.GPADLsCreated,
+		"device_faults":       b.console.Faults() + b.hbDev.Faults() + b.sdDev.Faults() + b.kvpDev.Faults() + b.tsDev.Faults(),
+		"packets_from_guest":  st.PacketsFromGuest,
+		"packets_to_guest":    st.PacketsToGuest,
+		"interrupts_to_guest": st.InterruptsToGuest,
+		"guest_wakeups":       st.GuestWakeups,
 	}
 }
 

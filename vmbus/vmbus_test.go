@@ -164,8 +164,14 @@ func TestConnectOfferOpenEcho(t *testing.T) {
 	if err := c.Disconnect(); err != nil {
 		t.Fatal(err)
 	}
-	if st := p.srv.Stats(); st.ProtocolErrors != 0 || st.ChannelFailures != 0 || st.ChannelsOpened != 2 || st.GPADLsCreated != 2 {
+	st := p.srv.Stats()
+	if st.ProtocolErrors != 0 || st.ChannelFailures != 0 || st.ChannelsOpened != 2 || st.GPADLsCreated != 2 {
 		t.Errorf("server stats %+v", st)
+	}
+	// Ring traffic, both channels closed now: the first moved n packets
+	// each way, the second at most 10 from the guest.
+	if st.PacketsFromGuest < n || st.PacketsFromGuest > n+10 || st.PacketsToGuest != n || st.InterruptsToGuest == 0 || st.GuestWakeups == 0 {
+		t.Errorf("traffic %+v, want %d to %d packets from the guest, %d to it, some interrupts each way", st, n, n+10, n)
 	}
 }
 

@@ -726,6 +726,13 @@ func TestHostileGen2Guest(t *testing.T) {
 			t.Errorf("no %s counted for the hostile partition", ev)
 		}
 	}
+	// The good partition's console and integration services move packets
+	// both ways.
+	for _, ev := range []string{"packets_from_guest", "packets_to_guest", "interrupts_to_guest", "guest_wakeups"} {
+		if !regexp.MustCompile(`partita_vmbus_events_total\{event="` + ev + `",partition="` + good + `"\} [1-9]`).MatchString(m) {
+			t.Errorf("no %s counted for %s", ev, good)
+		}
+	}
 	// It survived its own garbage; told to, it exits. The other
 	// partition and the root go on.
 	v.sendConsole(bad, "bye\n")

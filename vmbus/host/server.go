@@ -98,6 +98,15 @@ type Stats struct {
 	ChannelFailures uint64 // channels closed because of a fault
 	GPADLsCreated   uint64
 	ChannelsOpened  uint64
+
+	// Ring traffic of every channel since the server started, open or
+	// closed: packets the devices read and wrote, interrupts they raised
+	// at the guest, and wake-ups by the guest's doorbells (several
+	// doorbells can make one wake-up).
+	PacketsFromGuest  uint64
+	PacketsToGuest    uint64
+	InterruptsToGuest uint64
+	GuestWakeups      uint64
 }
 
 type chState int
@@ -124,6 +133,9 @@ type Server struct {
 	err  error         // why the loop exited; written before done closes
 
 	messages, protocolErrors, channelFailures, gpadlsCreated, channelsOpened atomic.Uint64
+	// closedTraffic sums the ring traffic of channels that have closed;
+	// written by the loop goroutine, read by Stats.
+	closedTraffic struct{ packetsIn, packetsOut, interrupts, wakeups atomic.Uint64 }
 
 	// Owned by the loop goroutine.
 	connected  bool
@@ -243,15 +255,37 @@ func (s *Server) Err() error {
 	}
 }
 
-// Stats returns the server's counters.
+// Stats returns the server's counters. The traffic of open channels is
+// read on the server's goroutine; after Close, Stats has only the traffic
+// of the channels Close closed.
 func (s *Server) Stats() Stats {
+	var live ring.Stats
+	s.do(func() {
+		for _, ch := range s.channels {
+			if ch.ep != nil {
+				addTraffic(&live, ch.ep.Stats())
+			}
+		}
+	})
+	t := &s.closedTraffic
 	return Stats{
-		Messages:        s.messages.Load(),
-		ProtocolErrors:  s.protocolErrors.Load(),
-		ChannelFailures: s.channelFailures.Load(),
-		GPADLsCreated:   s.gpadlsCreated.Load(),
-		ChannelsOpened:  s.channelsOpened.Load(),
+		Messages:          s.messages.Load(),
+		ProtocolErrors:    s.protocolErrors.Load(),
+		ChannelFailures:   s.channelFailures.Load(),
+		GPADLsCreated:     s.gpadlsCreated.Load(),
+		ChannelsOpened:    s.channelsOpened.Load(),
+		PacketsFromGuest:  t.packetsIn.Load() + live.PacketsReceived,
+		PacketsToGuest:    t.packetsOut.Load() + live.PacketsSent,
+		InterruptsToGuest: t.interrupts.Load() + live.SignalsSent,
+		GuestWakeups:      t.wakeups.Load() + live.Wakeups,
 	}
+}
+
+func addTraffic(sum *ring.Stats, st ring.Stats) {
+	sum.PacketsReceived += st.PacketsReceived
+	sum.PacketsSent += st.PacketsSent
+	sum.SignalsSent += st.SignalsSent
+	sum.Wakeups += st.Wakeups
 }
 
 // Version is the negotiated protocol version (0 when not connected).
@@ -640,6 +674,12 @@ func (s *Server) closeChannelLocked(ch *Channel) {
 	}
 	ch.bell.Close() // ends the endpoint: blocked Send/Recv return ErrClosed
 	ch.dev.Close(ch)
+	// The device has left the rings: its endpoint's counts are final.
+	st := ch.ep.Stats()
+	s.closedTraffic.packetsIn.Add(st.PacketsReceived)
+	s.closedTraffic.packetsOut.Add(st.PacketsSent)
+	s.closedTraffic.interrupts.Add(st.SignalsSent)
+	s.closedTraffic.wakeups.Add(st.Wakeups)
 	ch.win.Close()
 	ch.ep, ch.win, ch.bell = nil, nil, nil
 	ch.state = stateOffered
