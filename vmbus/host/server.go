@@ -256,8 +256,9 @@ func (s *Server) Err() error {
 }
 
 // Stats returns the server's counters. The traffic of open channels is
-// read on the server's goroutine; after Close, Stats has only the traffic
-// of the channels Close closed.
+// read on the server's goroutine, so Stats must not be called from a
+// Device's Open or Close, or from a goroutine they wait for; after Close,
+// Stats has the traffic of the channels Close closed.
 func (s *Server) Stats() Stats {
 	var live ring.Stats
 	s.do(func() {
