@@ -133,9 +133,6 @@ type Server struct {
 	err  error         // why the loop exited; written before done closes
 
 	messages, protocolErrors, channelFailures, gpadlsCreated, channelsOpened atomic.Uint64
-	// closedTraffic sums the ring traffic of channels that have closed;
-	// written by the loop goroutine, read by Stats.
-	closedTraffic struct{ packetsIn, packetsOut, interrupts, wakeups atomic.Uint64 }
 
 	// Owned by the loop goroutine.
 	connected  bool
@@ -145,6 +142,7 @@ type Server struct {
 	channels   map[uint32]*Channel
 	gpadls     map[uint32]*gpadl
 	gpadlPages uint64
+	closed     ring.Stats // ring traffic of the channels that have closed
 }
 
 // gpadl is a guest page list, complete or being assembled.
@@ -260,25 +258,27 @@ func (s *Server) Err() error {
 // Device's Open or Close, or from a goroutine they wait for; after Close,
 // Stats has the traffic of the channels Close closed.
 func (s *Server) Stats() Stats {
-	var live ring.Stats
-	s.do(func() {
+	var t ring.Stats
+	if s.do(func() {
+		t = s.closed
 		for _, ch := range s.channels {
 			if ch.ep != nil {
-				addTraffic(&live, ch.ep.Stats())
+				addTraffic(&t, ch.ep.Stats())
 			}
 		}
-	})
-	t := &s.closedTraffic
+	}) != nil {
+		t = s.closed // the loop has ended (done is closed after it): no race
+	}
 	return Stats{
 		Messages:          s.messages.Load(),
 		ProtocolErrors:    s.protocolErrors.Load(),
 		ChannelFailures:   s.channelFailures.Load(),
 		GPADLsCreated:     s.gpadlsCreated.Load(),
 		ChannelsOpened:    s.channelsOpened.Load(),
-		PacketsFromGuest:  t.packetsIn.Load() + live.PacketsReceived,
-		PacketsToGuest:    t.packetsOut.Load() + live.PacketsSent,
-		InterruptsToGuest: t.interrupts.Load() + live.SignalsSent,
-		GuestWakeups:      t.wakeups.Load() + live.Wakeups,
+		PacketsFromGuest:  t.PacketsReceived,
+		PacketsToGuest:    t.PacketsSent,
+		InterruptsToGuest: t.SignalsSent,
+		GuestWakeups:      t.Wakeups,
 	}
 }
 
@@ -676,11 +676,7 @@ func (s *Server) closeChannelLocked(ch *Channel) {
 	ch.bell.Close() // ends the endpoint: blocked Send/Recv return ErrClosed
 	ch.dev.Close(ch)
 	// The device has left the rings: its endpoint's counts are final.
-	st := ch.ep.Stats()
-	s.closedTraffic.packetsIn.Add(st.PacketsReceived)
-	s.closedTraffic.packetsOut.Add(st.PacketsSent)
-	s.closedTraffic.interrupts.Add(st.SignalsSent)
-	s.closedTraffic.wakeups.Add(st.Wakeups)
+	addTraffic(&s.closed, ch.ep.Stats())
 	ch.win.Close()
 	ch.ep, ch.win, ch.bell = nil, nil, nil
 	ch.state = stateOffered
