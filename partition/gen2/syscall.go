@@ -202,10 +202,7 @@ func (p *Partition) serve(t *thread, r *kvm.Regs, nr, a0, a1, a2, a3, a4 uint64)
 			ret = -eINVAL
 			break
 		}
-		mask := uint64(1)<<p.cfg.Processors - 1
-		if p.cfg.Processors == 64 {
-			mask = ^uint64(0)
-		}
+		mask := uint64(1)<<p.cfg.Processors - 1 // 64: the shift gives 0, the mask all ones
 		if !p.as.copyOut(a2, binary.LittleEndian.AppendUint64(nil, mask)) {
 			ret = -eFAULT
 			break
