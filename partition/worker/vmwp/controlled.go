@@ -118,10 +118,6 @@ func (c *controller) start() (running, error) {
 			c.log.Warn("cannot label the process", "error", err)
 		}
 	}
-	if c.prepErr != nil {
-		closeAll(files)
-		return fail(fmt.Errorf("prepare the VM: %w", c.prepErr))
-	}
 	var bus *os.File // the VMBus socket, when the root sent one
 	if len(files) == 2 {
 		bus = files[1]
@@ -133,8 +129,10 @@ func (c *controller) start() (running, error) {
 	}
 	if st.Generation == 2 {
 		// A Generation 2 VM has no PC platform: the prepared one goes.
-		c.prepared.Close()
-		c.prepared = nil
+		if c.prepared != nil {
+			c.prepared.Close()
+			c.prepared = nil
+		}
 		g, err := startGen2(st, mem, bus, c.log) // owns mem
 		if err != nil {
 			return fail(err)
@@ -148,6 +146,10 @@ func (c *controller) start() (running, error) {
 		}
 		c.log.Info("partition started", "generation", 2, "program", st.Program, "memory_bytes", st.MemoryBytes)
 		return g, nil
+	}
+	if c.prepErr != nil {
+		mem.Close()
+		return fail(fmt.Errorf("prepare the VM: %w", c.prepErr))
 	}
 	p, err := worker.New(worker.Config{
 		Name:        st.Name,
