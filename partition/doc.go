@@ -1,10 +1,17 @@
-// Package partition owns what a child partition is: its definition and
-// states, and the worker process (vmwp) that runs it — the KVM virtual
-// machine, its virtual processors, its guest memory, the boot loaders (BIOS
-// ROM for Generation 1, static ELF for Generation 2), the guest kernel shim
-// and the hypercall/SynIC handling.
+// Package partition holds what runs a child partition, one package per
+// piece:
 //
-// Sub-packages hold the low-level pieces; package partition/memory owns a
-// partition's guest physical memory (one memfd, shared by the worker and the
-// root).
+//   - partition/vmwp: the worker process's program (one process per running
+//     partition, started by the root service or standalone);
+//   - partition/gen1: the Generation 1 machine, a PC with firmware and
+//     emulated legacy devices;
+//   - partition/gen2: the Generation 2 machine, a static x86-64 program and
+//     the guest kernel shim that serves it, with the hypercall page and
+//     SynIC;
+//   - partition/kvm: Partita's layer over /dev/kvm;
+//   - partition/control: the protocol between the root and a worker;
+//   - partition/elf: the loader of Generation 2 programs.
+//
+// A partition's guest physical memory (one memfd, shared by the worker and
+// the root) is package guestmem, below everything that uses it.
 package partition

@@ -7,12 +7,13 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/partita-hv/partita/partition/control"
 	wmiapi "github.com/partita-hv/partita/wmi-api"
 )
 
 // Limits on definitions.
 const (
-	maxNameLen      = 64
+	maxNameLen      = control.MaxNameLen
 	maxProcessors   = 64   // what the worker runs
 	maxGen1MemoryMB = 3584 // below the PCI hole at 3.5 GiB
 	maxDisksGen1    = 1    // the IDE primary master

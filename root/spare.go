@@ -4,18 +4,18 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/partita-hv/partita/partition/worker/vmwp"
+	"github.com/partita-hv/partita/partition/control"
 )
 
 // The root keeps one spare worker process: started, its Go runtime up and
-// its KVM VM made (see worker.Prepare), waiting for a partition. A start
+// its KVM VM made (see gen1.Prepare), waiting for a partition. A start
 // takes the spare and a new one is launched behind it, so a start does not
 // wait for a process to exec nor for the kernel's first-memory-slot cost.
 // A spare is named "(spare)" in ps until it gets its partition's name.
 
 // spareLabel is a spare's --partition value: a placeholder padded to the
 // longest name, for the worker to write the name over.
-var spareLabel = vmwp.SpareLabel()
+var spareLabel = control.SpareLabel()
 
 // takeWorker returns the spare if it is alive, or launches a worker, and
 // launches the next spare.

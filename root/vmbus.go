@@ -8,7 +8,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
-	"github.com/partita-hv/partita/partition/memory"
+	"github.com/partita-hv/partita/guestmem"
 	"github.com/partita-hv/partita/vmbus/host"
 	wire "github.com/partita-hv/partita/vmbus/ic"
 	"github.com/partita-hv/partita/vmbus/ring"
@@ -60,7 +60,7 @@ func (s *Service) vmbusPoll() time.Duration {
 // newPartitionBus starts the server over mem and offers the devices. It
 // returns the worker's end of the transport socket, which the caller
 // hands over and closes.
-func newPartitionBus(mem *memory.Memory, cfg busConfig) (*partitionBus, *os.File, error) {
+func newPartitionBus(mem *guestmem.Memory, cfg busConfig) (*partitionBus, *os.File, error) {
 	tr, guestEnd, err := xproc.NewHost(mem, cfg.log)
 	if err != nil {
 		return nil, nil, err

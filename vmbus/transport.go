@@ -3,7 +3,7 @@ package vmbus
 import (
 	"errors"
 
-	"github.com/partita-hv/partita/partition/memory"
+	"github.com/partita-hv/partita/guestmem"
 	"github.com/partita-hv/partita/vmbus/ring"
 )
 
@@ -27,7 +27,7 @@ type Doorbell interface {
 // whatever carries VMBus between it and a guest.
 type HostTransport interface {
 	// Memory is the partition's guest memory.
-	Memory() *memory.Memory
+	Memory() *guestmem.Memory
 	// RecvMessage blocks for the next message the guest posted with
 	// HvPostMessage and returns its connection id and payload (a private
 	// copy, at most 240 bytes unless the guest misbehaved).
@@ -45,7 +45,7 @@ type HostTransport interface {
 }
 
 // GuestMemory is guest physical memory as a guest sees it: in a test or a
-// second process, the whole memfd (*memory.Memory); inside a Generation 2
+// second process, the whole memfd (*guestmem.Memory); inside a Generation 2
 // partition, the pages the program was given physical addresses for.
 type GuestMemory interface {
 	// Slice returns the bytes at [gpa, gpa+length), or an error if any

@@ -17,7 +17,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/partita-hv/partita/partition/memory"
+	"github.com/partita-hv/partita/guestmem"
 	"github.com/partita-hv/partita/vmbus/chanmsg"
 	"github.com/partita-hv/partita/vmbus/client"
 	"github.com/partita-hv/partita/vmbus/echo"
@@ -35,7 +35,7 @@ const (
 
 // partition is a host side: guest memory, the transport and the server.
 type partition struct {
-	mem       *memory.Memory
+	mem       *guestmem.Memory
 	transport *xproc.Host
 	srv       *host.Server
 	guestConn *os.File // the guest's end of the message socket
@@ -43,7 +43,7 @@ type partition struct {
 
 func newPartition(t testing.TB) *partition {
 	t.Helper()
-	mem, err := memory.New(t.Name(), memSize)
+	mem, err := guestmem.New(t.Name(), memSize)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -76,13 +76,13 @@ func (p *partition) offerEcho(t testing.TB, instance byte) (*echo.Device, *host.
 
 // attach maps the partition's memory a second time, as a guest process
 // would, and attaches a transport guest to it.
-func (p *partition) attach(t testing.TB) (*xproc.Guest, *memory.Memory) {
+func (p *partition) attach(t testing.TB) (*xproc.Guest, *guestmem.Memory) {
 	t.Helper()
 	fd, err := unix.Dup(int(p.mem.File().Fd()))
 	if err != nil {
 		t.Fatal(err)
 	}
-	gmem, err := memory.Open(os.NewFile(uintptr(fd), "guest-memory"), memSize)
+	gmem, err := guestmem.Open(os.NewFile(uintptr(fd), "guest-memory"), memSize)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -105,8 +105,8 @@ func (p *partition) dial(t testing.TB, versions ...chanmsg.Version) *client.Clie
 	return c
 }
 
-func connect(g *xproc.Guest, gmem *memory.Memory, versions ...chanmsg.Version) (*client.Client, error) {
-	pages, err := memory.NewPageAllocator(memory.PageSize, gmem.Size())
+func connect(g *xproc.Guest, gmem *guestmem.Memory, versions ...chanmsg.Version) (*client.Client, error) {
+	pages, err := guestmem.NewPageAllocator(guestmem.PageSize, gmem.Size())
 	if err != nil {
 		return nil, err
 	}
@@ -470,7 +470,7 @@ func TestGuestProcess(t *testing.T) {
 func runGuest(mode string) error {
 	count, _ := strconv.Atoi(os.Getenv("PARTITA_GUEST_COUNT"))
 	size, _ := strconv.Atoi(os.Getenv("PARTITA_GUEST_SIZE"))
-	gmem, err := memory.Open(os.NewFile(4, "guest-memory"), memSize)
+	gmem, err := guestmem.Open(os.NewFile(4, "guest-memory"), memSize)
 	if err != nil {
 		return err
 	}

@@ -18,7 +18,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
-	"github.com/partita-hv/partita/partition/memory"
+	"github.com/partita-hv/partita/guestmem"
 	"github.com/partita-hv/partita/vmbus/client"
 	"github.com/partita-hv/partita/vmbus/echo"
 	"github.com/partita-hv/partita/vmbus/host"
@@ -49,7 +49,7 @@ func main() {
 // run is the host side: guest memory, transport, server, echo device, and
 // the guest process.
 func run(log hclog.Logger, packets, size int, completions bool) error {
-	mem, err := memory.New("vmbusdemo", memSize)
+	mem, err := guestmem.New("vmbusdemo", memSize)
 	if err != nil {
 		return err
 	}
@@ -91,7 +91,7 @@ func run(log hclog.Logger, packets, size int, completions bool) error {
 
 // guest is the guest process: fd 3 is the message socket, fd 4 the memfd.
 func guest(log hclog.Logger, packets, size int, completions bool) error {
-	gmem, err := memory.Open(os.NewFile(4, "guest-memory"), memSize)
+	gmem, err := guestmem.Open(os.NewFile(4, "guest-memory"), memSize)
 	if err != nil {
 		return err
 	}
@@ -102,7 +102,7 @@ func guest(log hclog.Logger, packets, size int, completions bool) error {
 		return err
 	}
 	defer g.Close()
-	pages, err := memory.NewPageAllocator(memory.PageSize, memSize)
+	pages, err := guestmem.NewPageAllocator(guestmem.PageSize, memSize)
 	if err != nil {
 		return err
 	}

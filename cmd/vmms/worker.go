@@ -3,7 +3,7 @@ package main
 import (
 	"os"
 
-	"github.com/partita-hv/partita/partition/worker/vmwp"
+	"github.com/partita-hv/partita/partition/vmwp"
 	"github.com/partita-hv/partita/root"
 )
 

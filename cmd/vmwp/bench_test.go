@@ -13,7 +13,7 @@ import (
 )
 
 // BenchmarkSeaBIOSBoot starts a process on Debian's SeaBIOS with a raw
-// disk holding the test MBR (partition/worker/testdata/mbr.S) and times,
+// disk holding the test MBR (partition/gen1/testdata/mbr.S) and times,
 // from process start, the banner on COM1 and the MBR's token: our vmwp
 // beside QEMU (-M pc, KVM, the disk on IDE) with the same ROM, memory,
 // disk and serial console setting, in the same run. Run with

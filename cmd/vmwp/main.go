@@ -1,6 +1,6 @@
 // Command vmwp is Partita's worker process: it runs one Generation 1
 // partition on KVM, standalone or under the root service's control socket.
-// Everything is in package partition/worker/vmwp, whose documentation
+// Everything is in package partition/vmwp, whose documentation
 // describes the flags:
 //
 //	vmwp --firmware PATH --disk PATH [--disk PATH] --memory 64M [--processors N] --serial stdio
@@ -14,7 +14,7 @@ package main
 import (
 	"os"
 
-	"github.com/partita-hv/partita/partition/worker/vmwp"
+	"github.com/partita-hv/partita/partition/vmwp"
 )
 
 func main() { os.Exit(vmwp.Main(os.Args[1:])) }

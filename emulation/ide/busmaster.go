@@ -6,7 +6,7 @@ import (
 )
 
 // GuestMemory is what bus-master DMA needs of the partition's memory:
-// bounds-checked access by guest physical address (*memory.Memory).
+// bounds-checked access by guest physical address (*guestmem.Memory).
 type GuestMemory interface {
 	Slice(gpa, length uint64) ([]byte, error)
 }

@@ -6,13 +6,13 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/partita-hv/partita/partition/memory"
+	"github.com/partita-hv/partita/guestmem"
 	"github.com/partita-hv/partita/vsp/disk"
 )
 
 type dmaRig struct {
 	*rig
-	mem *memory.Memory
+	mem *guestmem.Memory
 	bm  BusMasterPorts
 }
 
@@ -26,7 +26,7 @@ func newDMARig(t testing.TB) *dmaRig {
 	if err != nil {
 		t.Fatal(err)
 	}
-	mem, err := memory.New(t.Name(), 1<<20)
+	mem, err := guestmem.New(t.Name(), 1<<20)
 	if err != nil {
 		t.Fatal(err)
 	}

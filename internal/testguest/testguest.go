@@ -65,10 +65,10 @@ func ConsoleDisk(t testing.TB, dir string) (string, []byte) {
 }
 
 // WorkerROM is the path of the worker's test guest source
-// partition/worker/testdata/name.S, for tests in other packages.
+// partition/gen1/testdata/name.S, for tests in other packages.
 func WorkerROM(name string) string {
 	_, file, _, _ := runtime.Caller(0)
-	return filepath.Join(filepath.Dir(file), "..", "..", "partition", "worker", "testdata", name+".S")
+	return filepath.Join(filepath.Dir(file), "..", "..", "partition", "gen1", "testdata", name+".S")
 }
 
 // AssembleToFile assembles src (linked at text) into a file in a temporary

@@ -10,7 +10,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/partita-hv/partita/partition/memory"
+	"github.com/partita-hv/partita/guestmem"
 	"github.com/partita-hv/partita/vmbus/client"
 	"github.com/partita-hv/partita/vmbus/host"
 	"github.com/partita-hv/partita/vmbus/ring"
@@ -26,7 +26,7 @@ type Device struct {
 // Host is a server over guest memory of its own, as the root runs one
 // for a partition.
 type Host struct {
-	Mem       *memory.Memory // the host's mapping
+	Mem       *guestmem.Memory // the host's mapping
 	Transport *xproc.Host
 	Server    *host.Server
 	GuestConn *os.File // the guest's end of the transport socket
@@ -37,7 +37,7 @@ type Host struct {
 // the test ends.
 func NewHost(t testing.TB, size uint64, devs ...Device) *Host {
 	t.Helper()
-	mem, err := memory.New("vmbustest", size)
+	mem, err := guestmem.New("vmbustest", size)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -57,13 +57,13 @@ func NewHost(t testing.TB, size uint64, devs ...Device) *Host {
 
 // Map maps the guest memory again, as a guest process or a worker would;
 // the caller closes it (or hands it to what does).
-func (h *Host) Map(t testing.TB) *memory.Memory {
+func (h *Host) Map(t testing.TB) *guestmem.Memory {
 	t.Helper()
 	fd, err := unix.Dup(int(h.Mem.File().Fd()))
 	if err != nil {
 		t.Fatal(err)
 	}
-	m, err := memory.Open(os.NewFile(uintptr(fd), "guest"), h.Mem.Size())
+	m, err := guestmem.Open(os.NewFile(uintptr(fd), "guest"), h.Mem.Size())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -82,7 +82,7 @@ func Connect(t testing.TB, devs ...Device) (*client.Client, *host.Server) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pages, err := memory.NewPageAllocator(0x10000, memSize)
+	pages, err := guestmem.NewPageAllocator(0x10000, memSize)
 	if err != nil {
 		t.Fatal(err)
 	}

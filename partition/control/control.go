@@ -24,6 +24,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"strings"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -278,3 +279,19 @@ func rights(oob []byte) []int {
 	}
 	return fds
 }
+
+// SparePlaceholder starts the --partition value of a worker the root
+// starts before it has a partition for it (a spare); the root pads it to
+// MaxNameLen bytes, room for the name written over it later.
+const (
+	SparePlaceholder = "(spare)"
+	MaxNameLen       = 64 // the root's limit on partition names
+)
+
+// SpareLabel is the padded --partition value of a spare worker.
+func SpareLabel() string {
+	return SparePlaceholder + strings.Repeat(" ", MaxNameLen-len(SparePlaceholder))
+}
+
+// IsSpare reports whether a --partition value is a spare's placeholder.
+func IsSpare(label string) bool { return strings.HasPrefix(label, SparePlaceholder) }

@@ -7,8 +7,8 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/partita-hv/partita/guestmem"
 	"github.com/partita-hv/partita/partition/kvm"
-	"github.com/partita-hv/partita/partition/memory"
 )
 
 // FuzzServe throws system calls with arbitrary numbers and arguments at
@@ -25,7 +25,7 @@ func FuzzServe(f *testing.F) {
 		f.Add(b)
 	}
 	const size = 8 << 20
-	mem, err := memory.New("fuzz", size)
+	mem, err := guestmem.New("fuzz", size)
 	if err != nil {
 		f.Fatal(err)
 	}
@@ -84,7 +84,7 @@ func FuzzHypercall(f *testing.F) {
 	f.Add(uint64(HvCallPartitaFreePages), uint64(0x200000), uint64(3))
 	f.Add(uint64(HvCallPartitaEOM), uint64(2), uint64(1)) // a message queued too (r8 is its type)
 	const size = 8 << 20
-	mem, err := memory.New("fuzz", size)
+	mem, err := guestmem.New("fuzz", size)
 	if err != nil {
 		f.Fatal(err)
 	}

@@ -13,9 +13,9 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/partita-hv/partita/guestmem"
 	"github.com/partita-hv/partita/partition/elf"
 	"github.com/partita-hv/partita/partition/kvm"
-	"github.com/partita-hv/partita/partition/memory"
 )
 
 // Config describes a Generation 2 partition.
@@ -41,7 +41,7 @@ type Config struct {
 
 	// GuestMemory, if set, is the partition's memory (the root's memfd);
 	// its size must be Memory. New takes ownership whatever the outcome.
-	GuestMemory *memory.Memory
+	GuestMemory *guestmem.Memory
 }
 
 // Exit says how the partition ended.
@@ -59,7 +59,7 @@ type Partition struct {
 	log hclog.Logger
 	sys *kvm.System
 	vm  *kvm.VM
-	mem *memory.Memory
+	mem *guestmem.Memory
 
 	as            *addressSpace
 	brkStart, brk uint64 // the program break
@@ -177,7 +177,7 @@ func New(cfg Config) (*Partition, error) {
 		}
 	}()
 	if p.mem == nil {
-		if p.mem, err = memory.New(cfg.Name, cfg.Memory); err != nil {
+		if p.mem, err = guestmem.New(cfg.Name, cfg.Memory); err != nil {
 			return nil, err
 		}
 	}

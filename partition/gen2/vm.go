@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"sort"
 
-	"github.com/partita-hv/partita/partition/memory"
+	"github.com/partita-hv/partita/guestmem"
 )
 
 // The program's address space: virtual addresses of its own, backed on
@@ -45,7 +45,7 @@ type vma struct {
 // addressSpace is the program's: its ranges, page tables and frames.
 type addressSpace struct {
 	mem    []byte
-	frames *memory.PageAllocator
+	frames *guestmem.PageAllocator
 	used   uint64 // frames taken
 	vmas   []vma  // sorted by start, disjoint
 }
@@ -56,7 +56,7 @@ func (as *addressSpace) freeFrames() uint64 {
 }
 
 func newAddressSpace(mem []byte) (*addressSpace, error) {
-	frames, err := memory.NewPageAllocator(userBase, uint64(len(mem)))
+	frames, err := guestmem.NewPageAllocator(userBase, uint64(len(mem)))
 	if err != nil {
 		return nil, err
 	}

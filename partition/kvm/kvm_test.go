@@ -10,7 +10,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/partita-hv/partita/partition/memory"
+	"github.com/partita-hv/partita/guestmem"
 )
 
 // TestLayouts checks the mirror structs against <linux/kvm.h> on x86-64.
@@ -69,7 +69,7 @@ var done = []byte{0xE6, donePort} // out donePort, al
 type realModeGuest struct {
 	vm   *VM
 	vcpu *VCPU
-	mem  *memory.Memory
+	mem  *guestmem.Memory
 }
 
 func newRealModeGuest(t testing.TB, code []byte) *realModeGuest {
@@ -83,7 +83,7 @@ func newRealModeGuest(t testing.TB, code []byte) *realModeGuest {
 	if err := vm.PlatformDefaults(); err != nil {
 		t.Fatal(err)
 	}
-	mem, err := memory.New(t.Name(), 1<<20)
+	mem, err := guestmem.New(t.Name(), 1<<20)
 	if err != nil {
 		t.Fatal(err)
 	}

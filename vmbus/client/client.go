@@ -17,7 +17,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/partita-hv/partita/partition/memory"
+	"github.com/partita-hv/partita/guestmem"
 	"github.com/partita-hv/partita/vmbus"
 	"github.com/partita-hv/partita/vmbus/chanmsg"
 	"github.com/partita-hv/partita/vmbus/ring"
@@ -36,7 +36,7 @@ var (
 // Config tunes a Client.
 type Config struct {
 	// Pages hands out the guest pages for ring buffers.
-	Pages *memory.PageAllocator
+	Pages *guestmem.PageAllocator
 	// Versions to try, newest first. Default chanmsg.SupportedVersions.
 	Versions []chanmsg.Version
 	// TargetVCPU receives control messages and channel interrupts.

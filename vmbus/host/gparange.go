@@ -3,7 +3,7 @@ package host
 import (
 	"fmt"
 
-	"github.com/partita-hv/partita/partition/memory"
+	"github.com/partita-hv/partita/guestmem"
 	"github.com/partita-hv/partita/vmbus/packet"
 )
 
@@ -13,7 +13,7 @@ import (
 // the range's own counts are checked for consistency, so a hostile range
 // yields an error, never bytes outside the partition. The slices alias
 // guest memory: the guest can change them at any time.
-func RangeBuffers(mem *memory.Memory, r packet.GPARange, dst [][]byte) ([][]byte, error) {
+func RangeBuffers(mem *guestmem.Memory, r packet.GPARange, dst [][]byte) ([][]byte, error) {
 	if r.ByteCount == 0 || r.ByteOffset >= packet.PageSize || len(r.PFNs) != packet.PFNCount(r.ByteOffset, r.ByteCount) {
 		return dst, fmt.Errorf("%w: range of %d bytes at offset %d over %d pages", ErrProtocol, r.ByteCount, r.ByteOffset, len(r.PFNs))
 	}
@@ -26,7 +26,7 @@ func RangeBuffers(mem *memory.Memory, r packet.GPARange, dst [][]byte) ([][]byte
 		}
 		n := min(uint64(j-i)*packet.PageSize-off, left)
 		if r.PFNs[i] > (^uint64(0))/packet.PageSize {
-			return dst, fmt.Errorf("%w: pfn %#x", memory.ErrOutOfRange, r.PFNs[i])
+			return dst, fmt.Errorf("%w: pfn %#x", guestmem.ErrOutOfRange, r.PFNs[i])
 		}
 		b, err := mem.Slice(r.PFNs[i]*packet.PageSize+off, n)
 		if err != nil {

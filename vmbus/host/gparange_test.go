@@ -4,18 +4,18 @@ import (
 	"errors"
 	"testing"
 
-	"github.com/partita-hv/partita/partition/memory"
+	"github.com/partita-hv/partita/guestmem"
 	"github.com/partita-hv/partita/vmbus/packet"
 )
 
 func TestRangeBuffers(t *testing.T) {
-	mem, err := memory.New(t.Name(), 16*memory.PageSize)
+	mem, err := guestmem.New(t.Name(), 16*guestmem.PageSize)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer mem.Close()
 	for i := range mem.Bytes() {
-		mem.Bytes()[i] = byte(i / memory.PageSize)
+		mem.Bytes()[i] = byte(i / guestmem.PageSize)
 	}
 	// 100 bytes from offset 4000 of page 3, continuing into 4; then page 9.
 	bufs, err := RangeBuffers(mem, packet.GPARange{ByteCount: 4096 + 200, ByteOffset: 4000, PFNs: []uint64{3, 4, 9}}, nil)
@@ -34,7 +34,7 @@ func TestRangeBuffers(t *testing.T) {
 	} {
 		if _, err := RangeBuffers(mem, bad, nil); err == nil {
 			t.Errorf("range %+v accepted", bad)
-		} else if !errors.Is(err, memory.ErrOutOfRange) && !errors.Is(err, ErrProtocol) {
+		} else if !errors.Is(err, guestmem.ErrOutOfRange) && !errors.Is(err, ErrProtocol) {
 			t.Errorf("range %+v: %v", bad, err)
 		}
 	}

@@ -28,7 +28,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
-	"github.com/partita-hv/partita/partition/memory"
+	"github.com/partita-hv/partita/guestmem"
 	"github.com/partita-hv/partita/vmbus"
 	"github.com/partita-hv/partita/vmbus/chanmsg"
 	"github.com/partita-hv/partita/vmbus/ring"
@@ -124,7 +124,7 @@ func (s chState) String() string {
 // Server is the channel server for one partition.
 type Server struct {
 	t   vmbus.HostTransport
-	mem *memory.Memory
+	mem *guestmem.Memory
 	log hclog.Logger
 	cfg Config
 
@@ -782,7 +782,7 @@ type Channel struct {
 	// device reads ep only between its Open and the return of its Close.
 	state     chState
 	ep        *ring.Endpoint
-	win       *memory.Window
+	win       *guestmem.Window
 	bell      vmbus.Doorbell
 	ringGPADL uint32
 }
@@ -798,7 +798,7 @@ func (c *Channel) Offer() chanmsg.OfferChannel { return c.offer }
 func (c *Channel) Endpoint() *ring.Endpoint { return c.ep }
 
 // Memory is the partition's guest memory, for GPA-direct data.
-func (c *Channel) Memory() *memory.Memory { return c.srv.mem }
+func (c *Channel) Memory() *guestmem.Memory { return c.srv.mem }
 
 // Logger is the channel's logger.
 func (c *Channel) Logger() hclog.Logger { return c.log }

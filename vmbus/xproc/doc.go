@@ -3,7 +3,7 @@
 // (Host) and vmbus.GuestTransport (Guest):
 //
 //   - guest memory is one memfd that both processes map (package
-//     partition/memory);
+//     guestmem);
 //   - the message path — HvPostMessage from the guest, SynIC SINT 2
 //     messages from the host — is a Unix SOCK_SEQPACKET socket pair, one
 //     frame per record;

@@ -8,7 +8,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/partita-hv/partita/partition/memory"
+	"github.com/partita-hv/partita/guestmem"
 	"github.com/partita-hv/partita/vmbus"
 	"github.com/partita-hv/partita/vmbus/synic"
 )
@@ -23,7 +23,7 @@ const guestQueue = 64
 // messages for RecvMessage, keeps the doorbells and drains the event flags
 // into channel waiters.
 type Guest struct {
-	mem   *memory.Memory
+	mem   *guestmem.Memory
 	flags *synic.EventFlags
 	r     *Relay
 
@@ -44,11 +44,11 @@ type Guest struct {
 // the guest's SynIC event-flags page (the SIEFP MSR value): Dial clears it
 // and names it, with the guest's interrupt eventfd, in the hello it sends
 // the host.
-func Dial(conn *os.File, mem *memory.Memory, siefpGPA uint64) (*Guest, error) {
-	if siefpGPA%memory.PageSize != 0 {
+func Dial(conn *os.File, mem *guestmem.Memory, siefpGPA uint64) (*Guest, error) {
+	if siefpGPA%guestmem.PageSize != 0 {
 		return nil, fmt.Errorf("xproc: event-flags page %#x not page aligned", siefpGPA)
 	}
-	page, err := mem.Slice(siefpGPA, memory.PageSize)
+	page, err := mem.Slice(siefpGPA, guestmem.PageSize)
 	if err != nil {
 		return nil, fmt.Errorf("xproc: event-flags page: %w", err)
 	}

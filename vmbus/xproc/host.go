@@ -12,7 +12,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"golang.org/x/sys/unix"
 
-	"github.com/partita-hv/partita/partition/memory"
+	"github.com/partita-hv/partita/guestmem"
 	"github.com/partita-hv/partita/vmbus"
 	"github.com/partita-hv/partita/vmbus/ring"
 	"github.com/partita-hv/partita/vmbus/synic"
@@ -38,7 +38,7 @@ const loggedBadFrames = 16
 
 // Host is the host end of the transport.
 type Host struct {
-	mem  *memory.Memory
+	mem  *guestmem.Memory
 	log  hclog.Logger
 	conn *net.UnixConn
 	rc   syscall.RawConn // conn's descriptor, for recvmsg
@@ -59,7 +59,7 @@ type Host struct {
 // NewHost makes the host end of a transport for guest memory mem. It
 // returns the guest's end of the message socket, to hand to the guest
 // process (which passes it to Dial); the caller closes it once handed on.
-func NewHost(mem *memory.Memory, log hclog.Logger) (*Host, *os.File, error) {
+func NewHost(mem *guestmem.Memory, log hclog.Logger) (*Host, *os.File, error) {
 	if mem == nil {
 		return nil, nil, errors.New("xproc: no guest memory")
 	}
@@ -83,7 +83,7 @@ func NewHost(mem *memory.Memory, log hclog.Logger) (*Host, *os.File, error) {
 }
 
 // Memory is the partition's guest memory.
-func (h *Host) Memory() *memory.Memory { return h.mem }
+func (h *Host) Memory() *guestmem.Memory { return h.mem }
 
 // VPCount is 1: the guest process is one virtual processor.
 func (h *Host) VPCount() uint32 { return 1 }
@@ -154,11 +154,11 @@ func (h *Host) badFrame(fds []int, err error) {
 
 // checkSIEFP checks the event-flags page a guest names in its hello and
 // returns it.
-func checkSIEFP(mem *memory.Memory, gpa uint64) ([]byte, error) {
-	if gpa%memory.PageSize != 0 {
+func checkSIEFP(mem *guestmem.Memory, gpa uint64) ([]byte, error) {
+	if gpa%guestmem.PageSize != 0 {
 		return nil, fmt.Errorf("%w: event-flags page %#x not page aligned", ErrBadFrame, gpa)
 	}
-	page, err := mem.Slice(gpa, memory.PageSize)
+	page, err := mem.Slice(gpa, guestmem.PageSize)
 	if err != nil {
 		return nil, fmt.Errorf("%w: event-flags page: %w", ErrBadFrame, err)
 	}

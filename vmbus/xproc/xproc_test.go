@@ -11,7 +11,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/partita-hv/partita/partition/memory"
+	"github.com/partita-hv/partita/guestmem"
 	"github.com/partita-hv/partita/vmbus"
 	"github.com/partita-hv/partita/vmbus/chanmsg"
 	"github.com/partita-hv/partita/vmbus/ring"
@@ -25,9 +25,9 @@ const (
 )
 
 // newHost makes guest memory and a host over it.
-func newHost(t *testing.T) (*Host, *os.File, *memory.Memory) {
+func newHost(t *testing.T) (*Host, *os.File, *guestmem.Memory) {
 	t.Helper()
-	mem, err := memory.New(t.Name(), testMem)
+	mem, err := guestmem.New(t.Name(), testMem)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -49,7 +49,7 @@ func pair(t *testing.T) (*Host, *Guest) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	gmem, err := memory.Open(os.NewFile(uintptr(fd), "guest-memory"), testMem)
+	gmem, err := guestmem.Open(os.NewFile(uintptr(fd), "guest-memory"), testMem)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -406,7 +406,7 @@ func TestSignalCoalescing(t *testing.T) {
 	}
 	unix.Sendmsg(int(conn.Fd()), appendFrame(nil, kindPost, 1, []byte("sync")), nil, nil, 0)
 	expectPost(t, h, 1, "sync")
-	page, _ := mem.Slice(siefpPage, memory.PageSize)
+	page, _ := mem.Slice(siefpPage, guestmem.PageSize)
 	flags, _ := synic.NewEventFlags(page)
 	counter := func() uint64 {
 		var b [8]byte
@@ -595,7 +595,7 @@ func TestHostileFrames(t *testing.T) {
 	send(appendFrame(nil, kindMessage, 0, []byte("x")))                                  // a host-to-guest kind
 	send(helloFrame(3), "eventfd")                                                       // unaligned page
 	send(helloFrame(testMem), "eventfd")                                                 // page past the end
-	send(helloFrame(^uint64(0)&^(memory.PageSize-1)), "eventfd")                         // page at the top of the address space
+	send(helloFrame(^uint64(0)&^(guestmem.PageSize-1)), "eventfd")                       // page at the top of the address space
 	send(helloFrame(siefpPage))                                                          // no interrupt fd
 	send(helloFrame(siefpPage), "pipe")                                                  // interrupt fd not an eventfd
 	send(helloFrame(siefpPage), "eventfd", "eventfd")                                    // two fds
@@ -708,7 +708,7 @@ func TestCrossProcess(t *testing.T) {
 const childEnv = "XPROC_TEST_CHILD"
 
 func crossProcessChild(t *testing.T) {
-	mem, err := memory.Open(os.NewFile(4, "guest-memory"), testMem)
+	mem, err := guestmem.Open(os.NewFile(4, "guest-memory"), testMem)
 	if err != nil {
 		t.Fatal(err)
 	}

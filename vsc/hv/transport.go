@@ -9,7 +9,7 @@ import (
 	"time"
 	"unsafe"
 
-	"github.com/partita-hv/partita/partition/memory"
+	"github.com/partita-hv/partita/guestmem"
 	"github.com/partita-hv/partita/vmbus"
 	"github.com/partita-hv/partita/vmbus/synic"
 )
@@ -145,13 +145,13 @@ func (t *Transport) EventWaiter(flag uint32) (vmbus.Doorbell, error) {
 
 // Pages returns an allocator of pages guest physical pages for ring
 // buffers, taken from the partition at once; Memory reaches them.
-func (t *Transport) Pages(pages int) (*memory.PageAllocator, error) {
+func (t *Transport) Pages(pages int) (*guestmem.PageAllocator, error) {
 	gpa, err := AllocPages(pages)
 	if err != nil {
 		return nil, fmt.Errorf("hv: %d pages for ring buffers: %w", pages, err)
 	}
 	t.mem.add(gpa, uint64(pages)*pageSize)
-	return memory.NewPageAllocator(gpa, gpa+uint64(pages)*pageSize)
+	return guestmem.NewPageAllocator(gpa, gpa+uint64(pages)*pageSize)
 }
 
 // Close stops the SINT 2 handler and closes the waiters.

@@ -1,4 +1,4 @@
-package worker
+package gen1
 
 import (
 	"errors"

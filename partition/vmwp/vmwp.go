@@ -47,7 +47,8 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/partita-hv/partita/internal/proctitle"
-	"github.com/partita-hv/partita/partition/worker"
+	"github.com/partita-hv/partita/partition/control"
+	"github.com/partita-hv/partita/partition/gen1"
 )
 
 // Exit codes.
@@ -106,7 +107,7 @@ func Main(args []string) int {
 	// a spare worker rewrites once it learns its partition's name.
 	label := strings.Clone(*name)
 	var nameErr error // only the label is lost; logged in controlled mode
-	if label != "" && !IsSpare(label) {
+	if label != "" && !control.IsSpare(label) {
 		nameErr = setProcessName("vmwp:" + label)
 	}
 	set := make(map[string]bool)
@@ -146,7 +147,7 @@ func runStandalone(firmware string, disks []string, size uint64, cpus int, name 
 	if name == "" {
 		name = strings.TrimSuffix(filepath.Base(firmware), filepath.Ext(firmware))
 	}
-	p, err := worker.New(worker.Config{
+	p, err := gen1.New(gen1.Config{
 		Name:       name,
 		Firmware:   firmware,
 		Disks:      disks,
@@ -188,27 +189,11 @@ func parseSize(s string) (uint64, error) {
 	return n * mult, nil
 }
 
-// SparePlaceholder starts the --partition value of a worker the root
-// starts before it has a partition for it (a spare); the root pads it to
-// MaxNameLen bytes, room for the name written over it later.
-const (
-	SparePlaceholder = "(spare)"
-	MaxNameLen       = 64 // the root's limit on partition names
-)
-
-// SpareLabel is the padded --partition value of a spare worker.
-func SpareLabel() string {
-	return SparePlaceholder + strings.Repeat(" ", MaxNameLen-len(SparePlaceholder))
-}
-
-// IsSpare reports whether a --partition value is a spare's placeholder.
-func IsSpare(label string) bool { return strings.HasPrefix(label, SparePlaceholder) }
-
 // nameSpare writes the partition's name over a spare worker's
 // placeholder, so that ps shows it, and makes it the command name.
 func nameSpare(name string) error {
 	for i := 1; i+1 < len(os.Args); i++ {
-		if (os.Args[i] == "--partition" || os.Args[i] == "-partition") && IsSpare(os.Args[i+1]) {
+		if (os.Args[i] == "--partition" || os.Args[i] == "-partition") && control.IsSpare(os.Args[i+1]) {
 			if err := proctitle.Set(i+1, name); err != nil {
 				return err
 			}

@@ -10,10 +10,10 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/partita-hv/partita/guestmem"
 	"github.com/partita-hv/partita/partition/control"
+	"github.com/partita-hv/partita/partition/gen1"
 	"github.com/partita-hv/partita/partition/gen2"
-	"github.com/partita-hv/partita/partition/memory"
-	"github.com/partita-hv/partita/partition/worker"
 )
 
 // running is what the controlled worker does with a partition of either
@@ -22,17 +22,17 @@ type running interface {
 	Pause() error
 	Resume() error
 	PowerButton() error
-	Stop(worker.StopReason)
-	Wait() worker.StopReason
+	Stop(gen1.StopReason)
+	Wait() gen1.StopReason
 	Close() error
 	ConsoleInput(io.Reader) error
 	Stats() *control.Stats
 }
 
-// gen1 is a Generation 1 partition under control.
-type gen1 struct{ *worker.Partition }
+// gen1Partition is a Generation 1 partition under control.
+type gen1Partition struct{ *gen1.Partition }
 
-func (g gen1) Stats() *control.Stats {
+func (g gen1Partition) Stats() *control.Stats {
 	exits := make(map[string]uint64)
 	for r, n := range g.Exits() {
 		exits[r.String()] += n
@@ -53,10 +53,10 @@ type gen2Partition struct {
 	exit gen2.Exit
 
 	mu     sync.Mutex
-	reason *worker.StopReason // set by Stop
+	reason *gen1.StopReason // set by Stop
 }
 
-func startGen2(st *control.Start, mem *memory.Memory, bus *os.File, log hclog.Logger) (*gen2Partition, error) {
+func startGen2(st *control.Start, mem *guestmem.Memory, bus *os.File, log hclog.Logger) (*gen2Partition, error) {
 	p, err := gen2.New(gen2.Config{Name: st.Name, Program: st.Program, Memory: st.MemoryBytes, Processors: st.Processors, Console: os.Stdout, ConsoleIn: os.Stdin,
 		Logger: log, GuestMemory: mem, VMBus: bus})
 	if err != nil {
@@ -76,7 +76,7 @@ func (g *gen2Partition) PowerButton() error {
 	return fmt.Errorf("shut down: %w (no shutdown integration service)", errGen2)
 }
 
-func (g *gen2Partition) Stop(r worker.StopReason) {
+func (g *gen2Partition) Stop(r gen1.StopReason) {
 	g.mu.Lock()
 	if g.reason == nil {
 		g.reason = &r
@@ -87,7 +87,7 @@ func (g *gen2Partition) Stop(r worker.StopReason) {
 
 // Wait returns why the program ended: its exit (a clean exit is the
 // partition powering off) or its fault, whose report goes to the log.
-func (g *gen2Partition) Wait() worker.StopReason {
+func (g *gen2Partition) Wait() gen1.StopReason {
 	<-g.done
 	g.mu.Lock()
 	defer g.mu.Unlock()
@@ -97,7 +97,7 @@ func (g *gen2Partition) Wait() worker.StopReason {
 	if g.exit.Report != "" {
 		g.log.Error("program fault", "message", g.exit.Message, "report", g.exit.Report)
 	}
-	return worker.StopReason{PowerOff: g.exit.Clean, Message: g.exit.Message}
+	return gen1.StopReason{PowerOff: g.exit.Clean, Message: g.exit.Message}
 }
 
 func (g *gen2Partition) Close() error { return g.p.Close() }

@@ -1,4 +1,4 @@
-package memory
+package guestmem
 
 // All of the package's mmap and munmap calls, and its only use of unsafe.
 

@@ -1,12 +1,12 @@
-package worker
+package gen1
 
 import (
 	"errors"
 	"fmt"
 	"sync"
 
+	"github.com/partita-hv/partita/guestmem"
 	"github.com/partita-hv/partita/partition/kvm"
-	"github.com/partita-hv/partita/partition/memory"
 )
 
 // Prepared is a KVM virtual machine made ahead of its partition: the
@@ -55,7 +55,7 @@ func (pr *Prepared) warm() error {
 	}
 	// Add a one-page slot and delete it: the page is never guest-visible
 	// once Prepare returns.
-	page, err := memory.New("warm", memory.PageSize)
+	page, err := guestmem.New("warm", guestmem.PageSize)
 	if err != nil {
 		return err
 	}

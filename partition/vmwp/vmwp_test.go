@@ -14,10 +14,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/partita-hv/partita/guestmem"
 	"github.com/partita-hv/partita/internal/testenv"
 	"github.com/partita-hv/partita/internal/testguest"
 	"github.com/partita-hv/partita/partition/control"
-	"github.com/partita-hv/partita/partition/memory"
 	"github.com/partita-hv/partita/vsp/disk"
 )
 
@@ -162,7 +162,7 @@ func (c *child) request(m *control.Message, files ...*os.File) *control.Message 
 // start hands the worker a partition on a fresh memfd of size bytes.
 func (c *child) start(st control.Start, size uint64) *control.Message {
 	c.t.Helper()
-	mem, err := memory.New(c.t.Name(), size)
+	mem, err := guestmem.New(c.t.Name(), size)
 	if err != nil {
 		c.t.Fatal(err)
 	}

@@ -17,8 +17,8 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/partita-hv/partita/guestmem"
 	"github.com/partita-hv/partita/partition/control"
-	"github.com/partita-hv/partita/partition/memory"
 )
 
 // WorkerArgv0 is the argv[0] the root gives a worker process it starts by
@@ -38,9 +38,9 @@ type worker struct {
 	log     hclog.Logger
 	cmd     *exec.Cmd
 	conn    *control.Conn
-	mem     *memory.Memory // the root's own mapping of guest memory, for VSPs
-	bus     *partitionBus  // a Generation 2 partition's VMBus host; set by start
-	in      *os.File       // the worker's COM1 input (its stdin)
+	mem     *guestmem.Memory // the root's own mapping of guest memory, for VSPs
+	bus     *partitionBus    // a Generation 2 partition's VMBus host; set by start
+	in      *os.File         // the worker's COM1 input (its stdin)
 	stderr  *logLines
 	console *switchWriter
 
@@ -146,7 +146,7 @@ func (w *worker) assign(log hclog.Logger, console io.Writer) {
 // start creates the partition's guest memory, hands it and the
 // definition to the worker, and waits for the partition to run.
 func (w *worker) start(ctx context.Context, d *Definition, bc busConfig) error {
-	mem, err := memory.New(d.Name, d.MemoryMB<<20)
+	mem, err := guestmem.New(d.Name, d.MemoryMB<<20)
 	if err != nil {
 		w.kill()
 		<-w.done

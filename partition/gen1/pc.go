@@ -1,4 +1,4 @@
-// Package worker runs one child partition: it owns the partition's KVM
+// Package gen1 runs one child partition: it owns the partition's KVM
 // virtual machine, its guest memory (its own, or the root service's memfd
 // handed over as Config.GuestMemory), one locked OS thread per virtual
 // processor, and the port-I/O and MMIO buses with the emulated legacy
@@ -26,7 +26,7 @@
 // with a reason, or re-entry — and counts it by reason. Before each entry
 // into the guest it passes the pause gate, where it parks while the
 // partition is paused.
-package worker
+package gen1
 
 import (
 	"encoding/binary"
@@ -51,8 +51,8 @@ import (
 	"github.com/partita-hv/partita/emulation/pci"
 	"github.com/partita-hv/partita/emulation/smbios"
 	"github.com/partita-hv/partita/emulation/uart"
+	"github.com/partita-hv/partita/guestmem"
 	"github.com/partita-hv/partita/partition/kvm"
-	"github.com/partita-hv/partita/partition/memory"
 	"github.com/partita-hv/partita/vsp/disk"
 )
 
@@ -102,10 +102,10 @@ type Config struct {
 
 	// GuestMemory, if set, is the partition's RAM: normally the memfd the
 	// root service created and passed over the control socket, mapped
-	// with memory.Open. Its size must equal Memory. New takes ownership
+	// with guestmem.Open. Its size must equal Memory. New takes ownership
 	// whatever the outcome: the partition closes it on Close, and New
 	// closes it when it fails. Nil: New creates the memory itself.
-	GuestMemory *memory.Memory
+	GuestMemory *guestmem.Memory
 
 	// Prepared, if set, is the VM to use (see Prepare); New takes
 	// ownership whatever the outcome. Nil: New makes the VM.
@@ -129,8 +129,8 @@ type Partition struct {
 	vm  *kvm.VM
 	// prepared owns sys and vm
 	prepared *Prepared
-	mem      *memory.Memory
-	rom      *memory.Memory
+	mem      *guestmem.Memory
+	rom      *guestmem.Memory
 	pio      *bus.Bus
 	mmio     *bus.Bus
 	com1     *uart.UART
@@ -204,7 +204,7 @@ func newPartition(cfg Config) (*Partition, error) {
 	if cfg.Processors > 64 {
 		return nil, fmt.Errorf("%w: %d processors, at most 64", ErrConfig, cfg.Processors)
 	}
-	if cfg.Memory < 1<<20 || cfg.Memory%memory.PageSize != 0 || cfg.Memory > pciHole {
+	if cfg.Memory < 1<<20 || cfg.Memory%guestmem.PageSize != 0 || cfg.Memory > pciHole {
 		return nil, fmt.Errorf("%w: memory %d bytes: want 1 MiB .. 3.5 GiB in whole pages", ErrConfig, cfg.Memory)
 	}
 	if m := cfg.GuestMemory; m != nil && (m.Size() != cfg.Memory || uint64(len(m.Bytes())) != cfg.Memory) {
@@ -232,7 +232,7 @@ func newPartition(cfg Config) (*Partition, error) {
 	}
 	var err error
 	if p.mem = cfg.GuestMemory; p.mem == nil {
-		if p.mem, err = memory.New(cfg.Name, cfg.Memory); err != nil {
+		if p.mem, err = guestmem.New(cfg.Name, cfg.Memory); err != nil {
 			return nil, err
 		}
 	}
@@ -262,7 +262,7 @@ func (p *Partition) loadROM() error {
 	if len(img) == 0 || len(img)%(64<<10) != 0 || len(img) > maxROM {
 		return fmt.Errorf("%w: firmware %s is %d bytes: want a multiple of 64 KiB, at most 16 MiB", ErrConfig, p.cfg.Firmware, len(img))
 	}
-	if p.rom, err = memory.New(p.cfg.Name+"-rom", uint64(len(img))); err != nil {
+	if p.rom, err = guestmem.New(p.cfg.Name+"-rom", uint64(len(img))); err != nil {
 		return err
 	}
 	copy(p.rom.Bytes(), img)

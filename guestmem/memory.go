@@ -1,4 +1,4 @@
-// Package memory owns a partition's guest physical memory: one memfd,
+// Package guestmem owns a partition's guest physical memory: one memfd,
 // created by the root and mapped by every process that needs it (the
 // worker, for KVM memory slots; the root, so device providers reach ring
 // buffers and data pages directly), bounds-checked access by guest
@@ -36,7 +36,7 @@
 //
 // PageAllocator is the guest side's placement of rings and buffers; it
 // has its own lock and is unrelated to the Memory's state.
-package memory
+package guestmem
 
 import (
 	"errors"

@@ -1,4 +1,4 @@
-package worker
+package gen1
 
 import (
 	"bytes"
@@ -15,10 +15,10 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/partita-hv/partita/guestmem"
 	"github.com/partita-hv/partita/internal/testenv"
 	"github.com/partita-hv/partita/internal/testguest"
 	"github.com/partita-hv/partita/partition/kvm"
-	"github.com/partita-hv/partita/partition/memory"
 	"github.com/partita-hv/partita/vsp/disk"
 )
 
@@ -260,7 +260,7 @@ func TestSeaBIOSBootsMBR(t *testing.T) {
 // partition closes the Memory it was handed.
 func TestGuestMemorySupplied(t *testing.T) {
 	const size = 16 << 20
-	root, err := memory.New("root-view", size)
+	root, err := guestmem.New("root-view", size)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -269,7 +269,7 @@ func TestGuestMemorySupplied(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	mine, err := memory.Open(os.NewFile(uintptr(dup), "worker-view"), size)
+	mine, err := guestmem.Open(os.NewFile(uintptr(dup), "worker-view"), size)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -293,7 +293,7 @@ func TestGuestMemorySupplied(t *testing.T) {
 func TestGuestMemoryRefused(t *testing.T) {
 	requireKVM(t)
 	rom := buildROM(t, "hello")
-	wrong, err := memory.New("wrong", 8<<20)
+	wrong, err := guestmem.New("wrong", 8<<20)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -303,7 +303,7 @@ func TestGuestMemoryRefused(t *testing.T) {
 	if wrong.Bytes() != nil {
 		t.Error("New did not close the refused guest memory")
 	}
-	closed, err := memory.New("closed", 16<<20)
+	closed, err := guestmem.New("closed", 16<<20)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -312,7 +312,7 @@ func TestGuestMemoryRefused(t *testing.T) {
 		t.Errorf("closed guest memory: %v", err)
 	}
 	// A failure after the memory check (no firmware) closes it too.
-	good, err := memory.New("good", 16<<20)
+	good, err := guestmem.New("good", 16<<20)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package worker
+package gen1
 
 import (
 	"os"
@@ -6,8 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/partita-hv/partita/guestmem"
 	"github.com/partita-hv/partita/partition/kvm"
-	"github.com/partita-hv/partita/partition/memory"
 )
 
 // BenchmarkPortIOExits runs the same ROM (an endless OUT to port 0x80)
@@ -67,7 +67,7 @@ func rawExits(b *testing.B, romPath string, window time.Duration) float64 {
 	if err := vm.PlatformDefaults(); err != nil {
 		b.Fatal(err)
 	}
-	rom, err := memory.New("raw-rom", uint64(len(img)))
+	rom, err := guestmem.New("raw-rom", uint64(len(img)))
 	if err != nil {
 		b.Fatal(err)
 	}

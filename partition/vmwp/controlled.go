@@ -12,9 +12,9 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/partita-hv/partita/guestmem"
 	"github.com/partita-hv/partita/partition/control"
-	"github.com/partita-hv/partita/partition/memory"
-	"github.com/partita-hv/partita/partition/worker"
+	"github.com/partita-hv/partita/partition/gen1"
 )
 
 // controller is the worker's side of the control socket.
@@ -27,8 +27,8 @@ type controller struct {
 	memoryBytes uint64 // of the running partition
 	invalid     atomic.Uint64
 
-	spare    bool             // started before it had a partition: name it at start
-	prepared *worker.Prepared // the VM made ahead, for the start request
+	spare    bool           // started before it had a partition: name it at start
+	prepared *gen1.Prepared // the VM made ahead, for the start request
 	prepErr  error
 }
 
@@ -70,8 +70,8 @@ func runControlled(fd int, label string, nameErr error) int {
 
 	// Make the VM while the root has nothing for this worker yet (a
 	// spare) or is still sending the start request.
-	prepared, prepErr := worker.Prepare()
-	c := &controller{conn: conn, log: log, spare: IsSpare(label), prepared: prepared, prepErr: prepErr}
+	prepared, prepErr := gen1.Prepare()
+	c := &controller{conn: conn, log: log, spare: control.IsSpare(label), prepared: prepared, prepErr: prepErr}
 	p, err := c.start()
 	if c.prepared != nil { // the start failed before New took it
 		c.prepared.Close()
@@ -123,7 +123,7 @@ func (c *controller) start() (running, error) {
 		bus = files[1]
 		defer bus.Close() // the partition's relay holds its own duplicate
 	}
-	mem, err := memory.Open(files[0], st.MemoryBytes) // owns the file from here
+	mem, err := guestmem.Open(files[0], st.MemoryBytes) // owns the file from here
 	if err != nil {
 		return fail(fmt.Errorf("guest memory: %w", err))
 	}
@@ -139,7 +139,7 @@ func (c *controller) start() (running, error) {
 		}
 		c.memoryBytes = st.MemoryBytes
 		if err := c.reply(m.Seq, nil); err != nil {
-			g.Stop(worker.StopReason{Message: ReasonRootGone})
+			g.Stop(gen1.StopReason{Message: ReasonRootGone})
 			g.Wait()
 			g.Close()
 			return nil, fmt.Errorf("reply to the start request: %w", err)
@@ -151,7 +151,7 @@ func (c *controller) start() (running, error) {
 		mem.Close()
 		return fail(fmt.Errorf("prepare the VM: %w", c.prepErr))
 	}
-	p, err := worker.New(worker.Config{
+	p, err := gen1.New(gen1.Config{
 		Name:        st.Name,
 		ID:          st.ID,
 		Firmware:    st.Firmware,
@@ -170,13 +170,13 @@ func (c *controller) start() (running, error) {
 	c.memoryBytes = st.MemoryBytes
 	p.Start()
 	if err := c.reply(m.Seq, nil); err != nil {
-		p.Stop(worker.StopReason{Message: ReasonRootGone})
+		p.Stop(gen1.StopReason{Message: ReasonRootGone})
 		p.Wait()
 		p.Close()
 		return nil, fmt.Errorf("reply to the start request: %w", err)
 	}
 	c.log.Info("partition started", "firmware", st.Firmware, "disks", st.Disks, "memory_bytes", st.MemoryBytes, "processors", st.Processors)
-	return gen1{p}, nil
+	return gen1Partition{p}, nil
 }
 
 // serve answers requests until the partition stops, then flushes and
@@ -191,7 +191,7 @@ func (c *controller) serve(p running) int {
 		defer receiving.Done()
 		c.receive(p, reqs, quit, rootGone)
 	}()
-	stopped := make(chan worker.StopReason, 1)
+	stopped := make(chan gen1.StopReason, 1)
 	go func() { stopped <- p.Wait() }()
 	// This goroutine may stay blocked reading standard input after serve
 	// returns; the process exits then (see Main).
@@ -201,7 +201,7 @@ func (c *controller) serve(p running) int {
 		}
 	}()
 
-	var reason worker.StopReason
+	var reason gen1.StopReason
 wait:
 	for {
 		select {
@@ -252,7 +252,7 @@ func (c *controller) receive(p running, reqs chan<- request, quit <-chan struct{
 		switch {
 		case errors.Is(err, control.ErrClosed), errors.As(err, &op):
 			c.log.Error("control socket lost: stopping the partition", "error", err)
-			p.Stop(worker.StopReason{Message: ReasonRootGone})
+			p.Stop(gen1.StopReason{Message: ReasonRootGone})
 			close(rootGone)
 			return
 		case err != nil:
@@ -280,7 +280,7 @@ func (c *controller) handle(p running, r request) {
 	case control.TypeResume:
 		err = p.Resume()
 	case control.TypeTurnOff:
-		p.Stop(worker.StopReason{Message: ReasonTurnedOff})
+		p.Stop(gen1.StopReason{Message: ReasonTurnedOff})
 	case control.TypePowerButton:
 		err = p.PowerButton()
 	case control.TypeStats:
