@@ -8,7 +8,7 @@
 //   - partition/gen2: the Generation 2 machine, a static x86-64 program and
 //     the guest kernel shim that serves it, with the hypercall page and
 //     SynIC;
-//   - partition/kvm: Partita's layer over /dev/kvm;
+//   - partition/platform/kvm: Partita's layer over /dev/kvm;
 //   - partition/control: the protocol between the root and a worker;
 //   - partition/elf: the loader of Generation 2 programs.
 //

@@ -10,7 +10,7 @@ import (
 
 	"github.com/partita-hv/partita/internal/testenv"
 	"github.com/partita-hv/partita/internal/testguest"
-	"github.com/partita-hv/partita/partition/kvm"
+	"github.com/partita-hv/partita/partition/platform/kvm"
 )
 
 // TestVMWP builds the binary and runs the worker's test ROMs through it:

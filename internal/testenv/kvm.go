@@ -6,7 +6,7 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/partita-hv/partita/partition/kvm"
+	"github.com/partita-hv/partita/partition/platform/kvm"
 )
 
 // RequireKVM skips the test where /dev/kvm is not usable (no package

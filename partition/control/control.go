@@ -59,6 +59,9 @@ type Message struct {
 	Start   *Start   `json:"start,omitempty"`
 	Stopped *Stopped `json:"stopped,omitempty"`
 	Stats   *Stats   `json:"stats,omitempty"`
+	// Platform names the platform a started partition runs on (the reply
+	// to a start request).
+	Platform string `json:"platform,omitempty"`
 }
 
 // Start describes the partition the worker is to run. Guest memory is the

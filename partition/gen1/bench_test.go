@@ -7,7 +7,8 @@ import (
 	"time"
 
 	"github.com/partita-hv/partita/guestmem"
-	"github.com/partita-hv/partita/partition/kvm"
+	"github.com/partita-hv/partita/partition/platform"
+	"github.com/partita-hv/partita/partition/platform/kvm"
 )
 
 // BenchmarkPortIOExits runs the same ROM (an endless OUT to port 0x80)
@@ -39,9 +40,9 @@ func workerExits(b *testing.B, rom string, window time.Duration) float64 {
 	defer p.Close()
 	p.Start()
 	time.Sleep(100 * time.Millisecond) // past the reset jump
-	n0, t0 := p.Exits()[kvm.ExitIO], time.Now()
+	n0, t0 := p.Exits()[platform.ExitPortIO], time.Now()
 	time.Sleep(window)
-	n1, t1 := p.Exits()[kvm.ExitIO], time.Now()
+	n1, t1 := p.Exits()[platform.ExitPortIO], time.Now()
 	p.Stop(StopReason{Message: "benchmark done"})
 	p.Wait()
 	return float64(n1-n0) / t1.Sub(t0).Seconds()

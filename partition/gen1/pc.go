@@ -1,11 +1,11 @@
-// Package gen1 runs one child partition: it owns the partition's KVM
-// virtual machine, its guest memory (its own, or the root service's memfd
-// handed over as Config.GuestMemory), one locked OS thread per virtual
-// processor, and the port-I/O and MMIO buses with the emulated legacy
-// devices behind them. A Partition can be paused and resumed, have its
-// ACPI power button pressed, and take COM1 input from a reader. Package
-// vmwp is the worker process's program around it (standalone, or under
-// the root service's control socket); the vmwp binary only calls it.
+// Package gen1 is the Generation 1 machine: a PC that boots a firmware
+// ROM. It owns the partition's machine on its platform (package
+// partition/platform: KVM today), its guest memory (its own, or the root
+// service's memfd handed over as Config.GuestMemory), one locked OS thread
+// per virtual processor, and the port-I/O and MMIO buses with the emulated
+// legacy devices behind them. A Partition can be paused and resumed, have
+// its ACPI power button pressed, and take COM1 input from a reader.
+// Package partition/vmwp is the worker process's program around it.
 //
 // Generation 1 memory layout (a PC's):
 //
@@ -23,9 +23,9 @@
 // Writes to read-only memory exit as MMIO and are dropped by the bus.
 //
 // Each vCPU's thread maps every exit to one outcome — a bus access, a stop
-// with a reason, or re-entry — and counts it by reason. Before each entry
-// into the guest it passes the pause gate, where it parks while the
-// partition is paused.
+// with a reason, or re-entry — and counts it by kind. Before each entry
+// into the guest it passes the pause gate (platform.Gate), where it parks
+// while the partition is paused.
 package gen1
 
 import (
@@ -52,7 +52,8 @@ import (
 	"github.com/partita-hv/partita/emulation/smbios"
 	"github.com/partita-hv/partita/emulation/uart"
 	"github.com/partita-hv/partita/guestmem"
-	"github.com/partita-hv/partita/partition/kvm"
+	"github.com/partita-hv/partita/partition/accel"
+	"github.com/partita-hv/partita/partition/platform"
 	"github.com/partita-hv/partita/vsp/disk"
 )
 
@@ -107,9 +108,12 @@ type Config struct {
 	// closes it when it fails. Nil: New creates the memory itself.
 	GuestMemory *guestmem.Memory
 
-	// Prepared, if set, is the VM to use (see Prepare); New takes
-	// ownership whatever the outcome. Nil: New makes the VM.
+	// Prepared, if set, is the machine to use (see Prepare); New takes
+	// ownership whatever the outcome. Nil: New makes it on Platform.
 	Prepared *Prepared
+	// Platform runs the processors when Prepared is nil; nil: the one
+	// accel.Auto chooses, which the partition closes with itself.
+	Platform platform.Platform
 }
 
 // StopReason says why a partition stopped.
@@ -123,12 +127,11 @@ func (r StopReason) String() string { return r.Message }
 
 // Partition is a running partition.
 type Partition struct {
-	cfg Config
-	log hclog.Logger
-	sys *kvm.System
-	vm  *kvm.VM
-	// prepared owns sys and vm
-	prepared *Prepared
+	cfg      Config
+	log      hclog.Logger
+	pc       platform.PC
+	prepared *Prepared         // owns pc
+	ownPL    platform.Platform // opened by New, closed with the partition
 	mem      *guestmem.Memory
 	rom      *guestmem.Memory
 	pio      *bus.Bus
@@ -144,24 +147,15 @@ type Partition struct {
 
 	disks []disk.Disk
 
-	vcpus   []*kvm.VCPU // set by each vCPU thread before it runs; guarded by vcpuMu
-	vcpuMu  sync.Mutex
-	stopped chan struct{}
+	// gate is the pause gate and stop signal: a vCPU thread is inside it
+	// from before it enters the guest until it has handled the exit.
+	gate    *platform.Gate
 	stop    sync.Once
-	reason  StopReason // written once, before stopped closes
+	reason  StopReason // written once, before the gate stops
 	running sync.WaitGroup
 
-	// The pause gate. Every vCPU thread passes it before each KVM_RUN;
-	// while paused is set it parks there. runCond is signalled on every
-	// change of the fields below and when the partition stops.
-	runMu   sync.Mutex
-	runCond sync.Cond // L is &runMu
-	paused  bool      // guarded by runMu
-	live    int       // vCPU threads started and not yet returned; guarded by runMu
-	parked  int       // vCPU threads waiting at the gate; guarded by runMu
-
 	lastPOST atomic.Uint32
-	exits    [32]atomic.Uint64 // by kvm exit reason (low values)
+	exits    [platform.NumExitKinds]atomic.Uint64 // by exit kind
 
 	closeOnce sync.Once
 	closeErr  error
@@ -211,9 +205,8 @@ func newPartition(cfg Config) (*Partition, error) {
 		// A closed Memory has no bytes.
 		return nil, fmt.Errorf("%w: guest memory holds %d bytes (%d mapped), the partition %d", ErrConfig, m.Size(), len(m.Bytes()), cfg.Memory)
 	}
-	p := &Partition{cfg: cfg, log: cfg.Logger.Named("worker").With("partition", cfg.Name), stopped: make(chan struct{}),
+	p := &Partition{cfg: cfg, log: cfg.Logger.Named("gen1").With("partition", cfg.Name), gate: platform.NewGate(),
 		pio: bus.New("pio"), mmio: bus.New("mmio")}
-	p.runCond.L = &p.runMu
 	ok := false
 	defer func() {
 		if !ok {
@@ -238,11 +231,18 @@ func newPartition(cfg Config) (*Partition, error) {
 	}
 	pr := cfg.Prepared
 	if pr == nil {
-		if pr, err = Prepare(); err != nil {
+		pl := cfg.Platform
+		if pl == nil {
+			if pl, err = accel.Open(accel.Auto, 1); err != nil {
+				return nil, err
+			}
+			p.ownPL = pl
+		}
+		if pr, err = Prepare(pl, cfg.Processors); err != nil {
 			return nil, err
 		}
 	}
-	p.prepared, p.sys, p.vm = pr, pr.sys, pr.vm // the partition's Close releases them
+	p.prepared, p.pc = pr, pr.pc // the partition's Close releases them
 	if err := p.mapMemory(); err != nil {
 		return nil, err
 	}
@@ -269,24 +269,16 @@ func (p *Partition) loadROM() error {
 	return nil
 }
 
-// KVM memory slots.
-const (
-	slotLowRAM  = 0
-	slotHighRAM = 1
-	slotROM     = 2
-	slotPAM     = 3 // 13 slots, one per PAM segment
-)
-
 func (p *Partition) mapMemory() error {
 	ram, rom := p.mem.Bytes(), p.rom.Bytes()
-	if err := p.vm.SetMemory(slotLowRAM, 0, ram[:vgaHoleStart], 0); err != nil {
+	if err := p.pc.MapRegion(0, ram[:vgaHoleStart], false); err != nil {
 		return err
 	}
-	if err := p.vm.SetMemory(slotROM, fourGiB-uint64(len(rom)), rom, kvm.MemReadOnly); err != nil {
+	if err := p.pc.MapRegion(fourGiB-uint64(len(rom)), rom, true); err != nil {
 		return err
 	}
 	if uint64(len(ram)) > highRAM {
-		if err := p.vm.SetMemory(slotHighRAM, highRAM, ram[highRAM:], 0); err != nil {
+		if err := p.pc.MapRegion(highRAM, ram[highRAM:], false); err != nil {
 			return err
 		}
 	}
@@ -314,32 +306,28 @@ func (p *Partition) applyPAM(regs pci.PAM) error {
 	ram, rom := p.mem.Bytes(), p.rom.Bytes()
 	alias := uint64(min(len(rom), aliasSize))
 	for i, seg := range pci.PAMSegments {
-		mode, mem, flags := pamNone, []byte(nil), uint32(0)
+		mode, mem, readOnly := pamNone, []byte(nil), false
 		switch a := seg.Access(regs); {
 		case a&pci.PAMRead != 0 && a&pci.PAMWrite != 0:
 			mode, mem = pamRAM, ram[seg.Base:seg.Base+seg.Size]
 		case a&pci.PAMRead != 0:
-			mode, mem, flags = pamRAMRead, ram[seg.Base:seg.Base+seg.Size], kvm.MemReadOnly
+			mode, mem, readOnly = pamRAMRead, ram[seg.Base:seg.Base+seg.Size], true
 		case seg.Base >= highRAM-alias:
 			// Reads reach the ROM. (Write-only RAM, reads from the ROM and
-			// writes to RAM, cannot be expressed with KVM memory slots;
+			// writes to RAM, cannot be expressed with memory regions;
 			// such writes are dropped.)
 			off := uint64(len(rom)) - (highRAM - seg.Base)
-			mode, mem, flags = pamROM, rom[off:off+seg.Size], kvm.MemReadOnly
+			mode, mem, readOnly = pamROM, rom[off:off+seg.Size], true
 		}
 		if mode == p.pamMode[i] {
 			continue
 		}
-		slot := uint32(slotPAM + i)
-		if p.pamMode[i] != pamUnset && p.pamMode[i] != pamNone {
-			if err := p.vm.SetMemory(slot, seg.Base, nil, 0); err != nil {
+		if mem == nil {
+			if err := p.pc.UnmapRegion(seg.Base); err != nil {
 				return err
 			}
-		}
-		if mem != nil {
-			if err := p.vm.SetMemory(slot, seg.Base, mem, flags); err != nil {
-				return err
-			}
+		} else if err := p.pc.MapRegion(seg.Base, mem, readOnly); err != nil {
+			return err
 		}
 		p.pamMode[i] = mode
 	}
@@ -504,13 +492,8 @@ func (p *Partition) smbiosTables() (anchor, tables []byte, err error) {
 	if id, err := parseGUID(p.cfg.ID); err == nil {
 		m.UUID = id
 	}
-	if cpuid, err := p.sys.SupportedCPUID(); err == nil {
-		for _, e := range cpuid {
-			if e.Function == 1 {
-				m.CPUID = uint64(e.EDX)<<32 | uint64(e.EAX)
-			}
-		}
-	}
+	eax, edx := p.pc.CPUSignature()
+	m.CPUID = uint64(edx)<<32 | uint64(eax)
 	return smbios.Build(m)
 }
 
@@ -528,10 +511,10 @@ func parseGUID(s string) ([16]byte, error) {
 	return u, nil
 }
 
-// irqLine drives an ISA interrupt line of the in-kernel PIC/IOAPIC.
+// irqLine drives an ISA interrupt line of the machine's PIC/IOAPIC.
 func (p *Partition) irqLine(irq uint32) func(bool) {
 	return func(level bool) {
-		if err := p.vm.IRQLine(irq, level); err != nil {
+		if err := p.pc.SetIRQ(irq, level); err != nil {
 			p.log.Warn("irq line", "irq", irq, "error", err)
 		}
 	}
@@ -569,7 +552,7 @@ func (p *Partition) ConsoleInput(r io.Reader) error {
 	buf := make([]byte, 512)
 	for !p.isStopped() {
 		n, err := r.Read(buf)
-		if n > 0 && p.com1.ReceiveAll(buf[:n], p.stopped) < n {
+		if n > 0 && p.com1.ReceiveAll(buf[:n], p.gate.Stopped()) < n {
 			return nil // stopped with the FIFO full
 		}
 		if errors.Is(err, io.EOF) {
@@ -585,12 +568,12 @@ func (p *Partition) ConsoleInput(r io.Reader) error {
 // LastPOSTCode is the last value written to port 0x80.
 func (p *Partition) LastPOSTCode() byte { return byte(p.lastPOST.Load()) }
 
-// Exits returns exit counts by KVM exit reason.
-func (p *Partition) Exits() map[kvm.ExitReason]uint64 {
-	m := make(map[kvm.ExitReason]uint64)
+// Exits returns exit counts by kind.
+func (p *Partition) Exits() map[platform.ExitKind]uint64 {
+	m := make(map[platform.ExitKind]uint64)
 	for i := range p.exits {
 		if n := p.exits[i].Load(); n != 0 {
-			m[kvm.ExitReason(i)] = n
+			m[platform.ExitKind(i)] = n
 		}
 	}
 	return m
@@ -602,105 +585,38 @@ func (p *Partition) PIOStats() bus.Stats { return p.pio.Stats() }
 // Start starts one thread per vCPU. If Pause ran before, they park
 // before their first entry into the guest.
 func (p *Partition) Start() {
-	p.runMu.Lock()
-	p.live += p.cfg.Processors
-	p.runMu.Unlock()
 	for i := 0; i < p.cfg.Processors; i++ {
 		p.running.Add(1)
 		go p.runVCPU(uint32(i))
 	}
 }
 
-// Pause parks every vCPU thread outside KVM_RUN and returns once all of
+// Pause parks every vCPU thread outside the guest and returns once all of
 // them are parked (at once if the partition has not started). Devices
 // driven by host timers (the RTC) keep running; their interrupts wait for
 // Resume. Pausing a paused partition does nothing. After a stop, and if
 // the partition stops while Pause waits, it returns ErrStopped.
-func (p *Partition) Pause() error {
-	p.runMu.Lock()
-	if p.isStopped() {
-		p.runMu.Unlock()
-		return ErrStopped
-	}
-	p.paused = true
-	p.runMu.Unlock()
-	// The flag is set before the kicks, and each thread looks at it after
-	// its KVM_RUN returns, so a kick that lands between two runs (and is
-	// lost when the next run clears immediate_exit) costs nothing.
-	p.kickAll()
-	p.runMu.Lock()
-	defer p.runMu.Unlock()
-	// A Resume that overtakes this Pause ends the wait: the partition is
-	// then running, as the caller asked last.
-	for p.paused && p.parked < p.live && !p.isStopped() {
-		p.runCond.Wait()
-	}
-	if p.isStopped() {
-		return ErrStopped
-	}
-	return nil
-}
+func (p *Partition) Pause() error { return stopErr(p.gate.Pause()) }
 
 // Resume lets parked vCPU threads enter the guest again; it does not wait
 // for them to. Resuming a running partition does nothing. After a stop it
 // returns ErrStopped.
-func (p *Partition) Resume() error {
-	p.runMu.Lock()
-	defer p.runMu.Unlock()
-	if p.isStopped() {
+func (p *Partition) Resume() error { return stopErr(p.gate.Resume()) }
+
+func stopErr(err error) error {
+	if errors.Is(err, platform.ErrStopped) {
 		return ErrStopped
 	}
-	if p.paused {
-		p.paused = false
-		p.runCond.Broadcast()
-	}
-	return nil
+	return err
 }
 
 // Paused reports whether the partition is paused: Pause has been called
 // and Resume has not since. (A Pause still waiting for its vCPUs counts.)
-func (p *Partition) Paused() bool {
-	p.runMu.Lock()
-	defer p.runMu.Unlock()
-	return p.paused
-}
-
-// gate is where a vCPU thread parks while the partition is paused. It
-// reports false once the partition has stopped.
-func (p *Partition) gate() bool {
-	p.runMu.Lock()
-	defer p.runMu.Unlock()
-	if p.paused && !p.isStopped() {
-		p.parked++
-		p.runCond.Broadcast()
-		for p.paused && !p.isStopped() {
-			p.runCond.Wait()
-		}
-		p.parked--
-	}
-	return !p.isStopped()
-}
-
-// vcpuDone is the last thing a vCPU thread does.
-func (p *Partition) vcpuDone() {
-	p.runMu.Lock()
-	p.live--
-	p.runCond.Broadcast()
-	p.runMu.Unlock()
-	p.running.Done()
-}
-
-func (p *Partition) kickAll() {
-	p.vcpuMu.Lock()
-	defer p.vcpuMu.Unlock()
-	for _, v := range p.vcpus {
-		v.Kick()
-	}
-}
+func (p *Partition) Paused() bool { return p.gate.Paused() }
 
 // Wait blocks until the partition stops and returns why.
 func (p *Partition) Wait() StopReason {
-	<-p.stopped
+	<-p.gate.Stopped()
 	p.running.Wait()
 	return p.reason
 }
@@ -709,13 +625,7 @@ func (p *Partition) Wait() StopReason {
 func (p *Partition) Stop(reason StopReason) {
 	p.stop.Do(func() {
 		p.reason = reason
-		close(p.stopped)
-		// Wake parked vCPU threads and waiting Pause calls: they look at
-		// stopped under runMu, so after this broadcast none sleeps on.
-		p.runMu.Lock()
-		p.runCond.Broadcast()
-		p.runMu.Unlock()
-		p.kickAll()
+		p.gate.Stop()
 	})
 }
 
@@ -723,123 +633,69 @@ func (p *Partition) powerOff() {
 	p.Stop(StopReason{PowerOff: true, Message: "guest powered off"})
 }
 
-func (p *Partition) isStopped() bool {
-	select {
-	case <-p.stopped:
-		return true
-	default:
-		return false
-	}
-}
+func (p *Partition) isStopped() bool { return p.gate.IsStopped() }
 
-// runVCPU is one vCPU's thread: create it there (KVM ties a vCPU to the
-// thread that runs it), give it CPUID, and run until the partition stops.
+// runVCPU is one vCPU's thread: create it there (a platform ties a
+// processor to the thread that runs it), and run until the partition
+// stops. The thread is inside the gate from each entry until it has
+// handled the exit, so a pause never cuts a device access in two.
 func (p *Partition) runVCPU(id uint32) {
-	defer p.vcpuDone()
+	defer p.running.Done()
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
-	v, err := p.setupVCPU(id)
+	v, err := p.pc.NewProcessor(id)
 	if err != nil {
 		p.Stop(StopReason{Message: fmt.Sprintf("vcpu %d: %v", id, err)})
 		return
 	}
-	for p.gate() {
-		r, err := v.Run()
+	defer v.Close()
+	p.gate.Add(v)
+	defer p.gate.Remove(v)
+	for p.gate.Enter() {
+		e, err := v.Run()
 		if err != nil {
+			p.gate.Leave()
 			p.Stop(StopReason{Message: fmt.Sprintf("vcpu %d: %v", id, err)})
 			return
 		}
-		if int(r) < len(p.exits) {
-			p.exits[r].Add(1)
+		if int(e.Kind) < len(p.exits) {
+			p.exits[e.Kind].Add(1)
 		}
-		if reason, stop := p.handleExit(v, r); stop {
+		reason, stop := p.handleExit(id, e)
+		p.gate.Leave()
+		if stop {
 			p.Stop(reason)
 			return
 		}
 	}
 }
 
-func (p *Partition) setupVCPU(id uint32) (*kvm.VCPU, error) {
-	v, err := p.vm.CreateVCPU(id)
-	if err != nil {
-		return nil, err
-	}
-	cpuid, err := p.sys.SupportedCPUID()
-	if err != nil {
-		return nil, err
-	}
-	for i := range cpuid {
-		e := &cpuid[i]
-		switch e.Function {
-		case 1: // initial APIC id in EBX[31:24]
-			e.EBX = e.EBX&0x00FFFFFF | id<<24
-		case 0xB, 0x1F: // x2APIC id
-			e.EDX = id
-		}
-	}
-	if err := v.SetCPUID(cpuid); err != nil {
-		return nil, err
-	}
-	p.vcpuMu.Lock()
-	p.vcpus = append(p.vcpus, v)
-	stopped := p.isStopped()
-	p.vcpuMu.Unlock()
-	if stopped {
-		v.Kick()
-	}
-	return v, nil
-}
-
 // handleExit maps one exit to its outcome.
-func (p *Partition) handleExit(v *kvm.VCPU, r kvm.ExitReason) (StopReason, bool) {
-	switch r {
-	case kvm.ExitIO:
-		io := v.IO()
-		if io.Data == nil {
-			return StopReason{Message: fmt.Sprintf("vcpu %d: malformed I/O exit", v.ID())}, true
-		}
-		for i := uint32(0); i < io.Count; i++ {
-			chunk := io.Data[i*uint32(io.Size) : (i+1)*uint32(io.Size)]
-			if io.In {
-				p.pio.Read(uint64(io.Port), chunk)
+func (p *Partition) handleExit(id uint32, e platform.Exit) (StopReason, bool) {
+	switch e.Kind {
+	case platform.ExitPortIO:
+		for i := uint32(0); i < e.Count; i++ {
+			chunk := e.Data[i*uint32(e.Size) : (i+1)*uint32(e.Size)]
+			if e.In {
+				p.pio.Read(uint64(e.Port), chunk)
 			} else {
-				p.pio.Write(uint64(io.Port), chunk)
+				p.pio.Write(uint64(e.Port), chunk)
 			}
 		}
-	case kvm.ExitMMIO:
-		m := v.MMIO()
-		if m.Write {
-			p.mmio.Write(m.Addr, m.Data)
+	case platform.ExitMMIO:
+		if e.Write {
+			p.mmio.Write(e.Addr, e.Data)
 		} else {
-			p.mmio.Read(m.Addr, m.Data)
+			p.mmio.Read(e.Addr, e.Data)
 		}
-	case kvm.ExitKicked, kvm.ExitIntr, kvm.ExitIRQWindowOpen, kvm.ExitHLT:
+	case platform.ExitKicked, platform.ExitHalt:
 		// Re-enter (after checking for a stop).
-	case kvm.ExitShutdown:
-		return StopReason{Message: fmt.Sprintf("vcpu %d: triple fault", v.ID())}, true
-	case kvm.ExitSystemEvent:
-		return StopReason{Message: fmt.Sprintf("vcpu %d: system event %d (reset or shutdown)", v.ID(), v.ExitWord())}, true
-	case kvm.ExitFailEntry:
-		return StopReason{Message: fmt.Sprintf("vcpu %d: entry failed, hardware reason %#x", v.ID(), v.ExitWord())}, true
-	case kvm.ExitInternalError:
-		return StopReason{Message: fmt.Sprintf("vcpu %d: KVM internal error, suberror %d, at %s", v.ID(), v.ExitWord(), where(v))}, true
+	case platform.ExitShutdown, platform.ExitFailed:
+		return StopReason{Message: fmt.Sprintf("vcpu %d: %s", id, e.Message)}, true
 	default:
-		return StopReason{Message: fmt.Sprintf("vcpu %d: unexpected exit %v", v.ID(), r)}, true
+		return StopReason{Message: fmt.Sprintf("vcpu %d: unexpected exit %v", id, e.Kind)}, true
 	}
 	return StopReason{}, false
-}
-
-// where describes a vCPU's instruction pointer for stop reports.
-func where(v *kvm.VCPU) string {
-	regs, err := v.Regs()
-	if err != nil {
-		return "unknown address"
-	}
-	sregs, err := v.Sregs()
-	if err != nil {
-		return fmt.Sprintf("rip %#x", regs.RIP)
-	}
-	return fmt.Sprintf("cs %#x (base %#x) rip %#x", sregs.CS.Selector, sregs.CS.Base, regs.RIP)
 }
 
 // Close releases everything: disks are flushed (fsync) and closed.
@@ -859,6 +715,9 @@ func (p *Partition) close() error {
 	}
 	if p.prepared != nil {
 		errs = append(errs, p.prepared.Close())
+	}
+	if p.ownPL != nil {
+		errs = append(errs, p.ownPL.Close())
 	}
 	if p.mem != nil {
 		errs = append(errs, p.mem.Close())

@@ -18,7 +18,8 @@ import (
 	"github.com/partita-hv/partita/guestmem"
 	"github.com/partita-hv/partita/internal/testenv"
 	"github.com/partita-hv/partita/internal/testguest"
-	"github.com/partita-hv/partita/partition/kvm"
+	"github.com/partita-hv/partita/partition/platform"
+	"github.com/partita-hv/partita/partition/platform/kvm"
 	"github.com/partita-hv/partita/vsp/disk"
 )
 
@@ -32,6 +33,18 @@ func assemble(t testing.TB, name, text string) string {
 }
 
 func requireKVM(t testing.TB) { testenv.RequireKVM(t) }
+
+// kvmPlatform opens KVM as a platform, or skips where there is none.
+func kvmPlatform(t testing.TB) *kvm.Platform {
+	t.Helper()
+	requireKVM(t)
+	pl, err := kvm.NewPlatform()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pl.Close() })
+	return pl
+}
 
 type syncBuffer = testenv.Buffer
 
@@ -76,7 +89,7 @@ func TestTinyROMPrintsAndPowersOff(t *testing.T) {
 	if out != "Partita tiny ROM\r\n" {
 		t.Errorf("COM1 %q", out)
 	}
-	if n := p.Exits()[kvm.ExitIO]; n < 18 {
+	if n := p.Exits()[platform.ExitPortIO]; n < 18 {
 		t.Errorf("%d I/O exits for 18 bytes and a power-off", n)
 	}
 	if err := p.Close(); err != nil {
@@ -400,9 +413,9 @@ func TestPauseResume(t *testing.T) {
 		if !p.Paused() {
 			t.Fatal("Paused() false after Pause")
 		}
-		n, exits := out.n.Load(), p.Exits()[kvm.ExitIO]
+		n, exits := out.n.Load(), p.Exits()[platform.ExitPortIO]
 		time.Sleep(200 * time.Millisecond)
-		if m, e := out.n.Load(), p.Exits()[kvm.ExitIO]; m != n || e != exits {
+		if m, e := out.n.Load(), p.Exits()[platform.ExitPortIO]; m != n || e != exits {
 			t.Fatalf("round %d: while paused COM1 grew %d -> %d bytes, I/O exits %d -> %d", round, n, m, exits, e)
 		}
 		if err := p.Resume(); err != nil {

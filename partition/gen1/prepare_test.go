@@ -8,8 +8,7 @@ import (
 
 // TestPreparedVM runs the tiny ROM on a VM made ahead.
 func TestPreparedVM(t *testing.T) {
-	requireKVM(t)
-	pr, err := Prepare()
+	pr, err := Prepare(kvmPlatform(t), 1)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -25,8 +24,7 @@ func TestPreparedVM(t *testing.T) {
 // TestPreparedVMClosedOnBadConfig: New owns the prepared VM even when it
 // refuses the configuration.
 func TestPreparedVMClosedOnBadConfig(t *testing.T) {
-	requireKVM(t)
-	pr, err := Prepare()
+	pr, err := Prepare(kvmPlatform(t), 1)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -34,16 +32,16 @@ func TestPreparedVMClosedOnBadConfig(t *testing.T) {
 	if !errors.Is(err, ErrConfig) {
 		t.Fatalf("New: %v, want ErrConfig", err)
 	}
-	if err := pr.vm.SetMemory(0, 0, make([]byte, 0), 0); err == nil {
+	if err := pr.pc.MapRegion(0, make([]byte, 4096), false); err == nil {
 		t.Fatal("the prepared VM still works after New refused it")
 	}
 }
 
 // BenchmarkPrepare measures what a spare worker does ahead of a start.
 func BenchmarkPrepare(b *testing.B) {
-	requireKVM(b)
+	pl := kvmPlatform(b)
 	for i := 0; i < b.N; i++ {
-		pr, err := Prepare()
+		pr, err := Prepare(pl, 1)
 		if err != nil {
 			b.Fatal(err)
 		}

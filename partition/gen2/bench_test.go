@@ -15,7 +15,7 @@ import (
 //	go test -run '^$' -bench Syscall ./partition/gen2
 func BenchmarkSyscall(b *testing.B) {
 	b.Run("partita", func(b *testing.B) {
-		testenv.RequireKVM(b)
+		testenv.Gen2Platform(b)
 		prog := programB(b, "loop")
 		for i := 0; i < b.N; i++ {
 			p, err := New(Config{Name: "bench", Program: prog, Memory: 8 << 20})
@@ -44,7 +44,7 @@ func BenchmarkSyscall(b *testing.B) {
 //
 //	go test -run '^$' -bench Doorbell -benchtime 5x ./partition/gen2
 func BenchmarkDoorbell(b *testing.B) {
-	testenv.RequireKVM(b)
+	testenv.Gen2Platform(b)
 	prog := programB(b, "doorbell")
 	var total time.Duration
 	for i := 0; i < b.N; i++ {
@@ -63,7 +63,7 @@ func BenchmarkDoorbell(b *testing.B) {
 //
 //	go test -run '^$' -bench PageFault -benchtime 5x ./partition/gen2
 func BenchmarkPageFault(b *testing.B) {
-	testenv.RequireKVM(b)
+	testenv.Gen2Platform(b)
 	prog := programB(b, "touch")
 	var total time.Duration
 	for i := 0; i < b.N; i++ {

@@ -8,7 +8,7 @@ import (
 	"testing"
 
 	"github.com/partita-hv/partita/guestmem"
-	"github.com/partita-hv/partita/partition/kvm"
+	"github.com/partita-hv/partita/partition/platform"
 )
 
 // FuzzServe throws system calls with arbitrary numbers and arguments at
@@ -31,10 +31,8 @@ func FuzzServe(f *testing.F) {
 	}
 	defer mem.Close()
 	f.Fuzz(func(t *testing.T, b []byte) {
-		if err := buildKernelArea(mem.Bytes()); err != nil {
-			t.Fatal(err)
-		}
-		as, err := newAddressSpace(mem.Bytes())
+		buildPageTableRoot(mem.Bytes())
+		as, err := newAddressSpace(mem.Bytes(), walker{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -55,7 +53,7 @@ func FuzzServe(f *testing.F) {
 				continue // real sleeps, real waits, real vCPUs
 			}
 			p.mu.Lock()
-			_, _, out := p.serve(th, &kvm.Regs{}, nr, a[1], a[2], a[3], a[4], a[5])
+			_, _, out := p.serve(th, nil, nr, a[1], a[2], a[3], a[4], a[5])
 			p.mu.Unlock()
 			if out != goOn {
 				return
@@ -93,10 +91,8 @@ func FuzzHypercall(f *testing.F) {
 		if rcx&0xFFFF == HvCallPartitaWait {
 			return // real sleeps
 		}
-		if err := buildKernelArea(mem.Bytes()); err != nil {
-			t.Fatal(err)
-		}
-		as, err := newAddressSpace(mem.Bytes())
+		buildPageTableRoot(mem.Bytes())
+		as, err := newAddressSpace(mem.Bytes(), walker{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -104,13 +100,28 @@ func FuzzHypercall(f *testing.F) {
 		as.add(SynicMessagePage, SynicEventPage+4096, protRead|protWrite)
 		p := newPartition(Config{Name: "fuzz", Memory: size, Bus: nullBus{}, GuestMemory: mem})
 		p.as = as
-		if st := p.hypercall(&kvm.Regs{RCX: rcx, RDX: rdx, R8: r8}); st > 0xFFFF {
+		if st := p.hypercall(rcx, rdx, r8); st > 0xFFFF {
 			t.Fatalf("status %#x", st)
 		}
 		p.DeliverMessage(int(rdx%20), uint32(r8), make([]byte, r8%300))
 		p.SetEventFlag(int(rdx%20), uint16(r8))
 	})
 }
+
+// walker stands in for a platform whose processors walk the program's
+// page tables themselves (KVM's): the shim's mappings need no mirror.
+// The fuzz targets run no thread.
+type walker struct{}
+
+func (walker) HypercallCode() []byte                                   { return []byte{0xC3} }
+func (walker) FaultAround() uint64                                     { return 64 << 10 }
+func (walker) Map(va, pa, length uint64, prot platform.Prot) error     { return nil }
+func (walker) AddDoorbell(port uint16, datamatch uint32, fd int) error { return nil }
+func (walker) RemoveDoorbell(port uint16, datamatch uint32) error      { return nil }
+func (walker) NewThread(int, platform.Regs) (platform.Thread, error) {
+	return nil, platform.ErrUnsupported
+}
+func (walker) Close() error { return nil }
 
 type nullBus struct{}
 

@@ -4,29 +4,30 @@ import (
 	"encoding/binary"
 	"time"
 
-	"github.com/partita-hv/partita/partition/kvm"
+	"github.com/partita-hv/partita/partition/platform"
 )
 
 // The enlightened guest ABI's hypercalls and SynIC, for a program at
 // CPL3 (DESIGN.md, "The enlightened guest ABI").
 //
 // The hypercall page sits at HypercallPage in every program's address
-// space. A program calls it with Hyper-V's register convention: RCX the
-// control word (call code in bits 0-15, bit 16 fast), RDX the input (its
-// own address of the input block, or the first fast argument), R8 the
-// output; the status comes back in RAX, and RCX, RDX, R8 and the flags
-// are not preserved. The page's code (hypercallCode) takes one of two
-// paths:
+// space; its code is the platform's (platform.Program.HypercallCode), as
+// on Hyper-V, where it is the hypervisor's. A program calls it with
+// Hyper-V's register convention: RCX the control word (call code in bits
+// 0-15, bit 16 fast), RDX the input (its own address of the input block,
+// or the first fast argument), R8 the output; the status comes back in
+// RAX, and RCX, RDX, R8 and the flags are not preserved.
 //
-//   - HvSignalEvent, fast, flag 0 (how VMBus signals a channel): the page
-//     writes the connection id to DoorbellPort itself. Each channel's
-//     doorbell is a KVM ioeventfd on that port matching its connection
-//     id, so the signal reaches the root without an exit to the worker.
-//     A connection id with no doorbell exits to the worker, which
-//     answers as the slow path would.
-//   - everything else: a port write (hypercallPort) that exits to the
-//     worker, which serves the call and resumes at the page's ret.
-//     Addresses in hypercall inputs are the program's own.
+//   - HvSignalEvent, fast, flag 0 (how VMBus signals a channel) is a
+//     doorbell: each channel's doorbell is registered with the platform
+//     on DoorbellPort, matching its connection id, and the platform rings
+//     the root's eventfd itself (KVM: an ioeventfd, no exit; ptrace: one
+//     trapped call that does not wake the shim). A connection id with no
+//     doorbell reaches the shim as a hypercall, which answers as the slow
+//     path would.
+//   - everything else reaches the shim, which serves the call; the
+//     program goes on after it. Addresses in hypercall inputs are the
+//     program's own.
 //
 // The SynIC message page and event-flags page of the program (one pair,
 // for virtual processor 0, which is where VMBus delivers) sit at
@@ -48,49 +49,12 @@ import (
 
 // Fixed addresses in every Generation 2 program's address space.
 const (
-	HypercallPage    = 0x7FFFFE000000
+	HypercallPage    = platform.HypercallPage
 	SynicMessagePage = 0x7FFFFE001000
 	SynicEventPage   = 0x7FFFFE002000
-	PhysicalWindow   = 0x7FF000000000 // + GPA: pages from HvCallPartitaAllocPages
-)
-
-// hypercallCode is the hypercall page:
-//
-//	00  cmp  rcx, 0x1005D     ; HvSignalEvent, fast?
-//	07  jne  1e
-//	09  mov  rax, rdx
-//	0c  shr  rax, 32          ; flag number and reserved bits zero?
-//	10  jnz  1e
-//	12  push rdx
-//	13  mov  eax, edx         ; the connection id
-//	15  mov  dx, DoorbellPort
-//	19  out  dx, eax          ; the doorbell
-//	1a  xor  eax, eax         ; HV_STATUS_SUCCESS
-//	1c  pop  rdx              ; an unmatched doorbell resumes here
-//	1d  ret
-//	1e  out  0x85, al         ; the slow path: an exit to the worker
-//	20  ret
-var hypercallCode = []byte{
-	0x48, 0x81, 0xF9, 0x5D, 0x00, 0x01, 0x00,
-	0x75, 0x15,
-	0x48, 0x89, 0xD0,
-	0x48, 0xC1, 0xE8, 0x20,
-	0x75, 0x0C,
-	0x52,
-	0x89, 0xD0,
-	0x66, 0xBA, DoorbellPort, 0x00,
-	0xEF,
-	0x31, 0xC0,
-	0x5A,
-	0xC3,
-	0xE6, hypercallPort,
-	0xC3,
-}
-
-// Offsets in hypercallCode.
-const (
-	hypercallDoorbellDone = 0x1C
-	hypercallSlow         = 0x1E
+	// PhysicalWindow + GPA: pages from HvCallPartitaAllocPages. It holds
+	// the largest partition's memory (64 GiB) below the fixed pages.
+	PhysicalWindow = 0x7F0000000000
 )
 
 // Hypercall codes: Hyper-V's, and Partita's own (0x8000 and up, where
@@ -139,21 +103,21 @@ type synicMessage struct {
 	payload     []byte
 }
 
-// hypercall serves a call through the hypercall page; the caller resumes
-// the program after the page's port write. Bus calls are made without
-// p.mu, so a bus that waits on the root never holds up the partition.
-func (p *Partition) hypercall(r *kvm.Regs) uint64 {
-	control := r.RCX
+// hypercall serves a call through the hypercall page (control, input
+// and output are RCX, RDX and R8) and returns its status; the platform
+// resumes the program after the call. Bus calls are made without p.mu,
+// so a bus that waits on the root never holds up the partition.
+func (p *Partition) hypercall(control, input, output uint64) uint64 {
 	code := control & 0xFFFF
 	fast := control&hypercallFast != 0
 	p.hypercalls.Add(1)
 	switch {
 	case code == HvCallPostMessage && !fast:
-		if r.RDX%8 != 0 {
+		if input%8 != 0 {
 			return hvStatusInvalidAlignment
 		}
 		p.mu.Lock()
-		in, ok := p.as.copyIn(r.RDX, 16+maxMessagePayload)
+		in, ok := p.as.copyIn(input, 16+maxMessagePayload)
 		p.mu.Unlock()
 		if !ok {
 			return hvStatusInvalidParameter
@@ -168,50 +132,36 @@ func (p *Partition) hypercall(r *kvm.Regs) uint64 {
 		}
 		return uint64(p.bus.PostMessage(conn&0xFFFFFF, typ, in[16:16+size]))
 	case code == HvCallSignalEvent && fast:
+		if input>>32 == 0 {
+			// The page sends these to a doorbell: this one matched none.
+			p.doorbellExits.Add(1)
+		}
 		if p.bus == nil {
 			return hvStatusInvalidConnectionID
 		}
-		return uint64(p.bus.SignalEvent(uint32(r.RDX)&0xFFFFFF, uint16(r.RDX>>32)))
+		return uint64(p.bus.SignalEvent(uint32(input)&0xFFFFFF, uint16(input>>32)))
 	case code == HvCallPartitaEOM:
-		if r.RDX >= synicSlots {
+		if input >= synicSlots {
 			return hvStatusInvalidParameter
 		}
 		p.mu.Lock()
 		defer p.mu.Unlock()
-		p.deliverQueued(int(r.RDX))
+		p.deliverQueued(int(input))
 		return hvStatusSuccess
 	case code == HvCallPartitaWait:
 		p.mu.Lock()
 		defer p.mu.Unlock()
-		return p.waitSynic(min(r.RDX, maxWaitMicroseconds))
+		return p.waitSynic(min(input, maxWaitMicroseconds))
 	case code == HvCallPartitaAllocPages:
 		p.mu.Lock()
 		defer p.mu.Unlock()
-		return p.allocPages(r.RDX, r.R8)
+		return p.allocPages(input, output)
 	case code == HvCallPartitaFreePages:
 		p.mu.Lock()
 		defer p.mu.Unlock()
-		return p.freePages(r.RDX, r.R8)
+		return p.freePages(input, output)
 	}
 	return hvStatusInvalidHypercallCode
-}
-
-// unmatchedDoorbell answers a fast HvSignalEvent whose connection id no
-// ioeventfd matched: the bus decides, and the program goes on after the
-// page's doorbell write with the status in RAX.
-func (p *Partition) unmatchedDoorbell(v *kvm.VCPU, connID uint32) error {
-	p.doorbellExits.Add(1)
-	r, err := v.Regs()
-	if err != nil {
-		return err
-	}
-	status := uint64(hvStatusInvalidConnectionID)
-	if p.bus != nil {
-		status = uint64(p.bus.SignalEvent(connID&0xFFFFFF, 0))
-	}
-	r.RAX = status
-	r.RIP = HypercallPage + hypercallDoorbellDone
-	return v.SetRegs(r)
 }
 
 // allocPages serves HvCallPartitaAllocPages; the caller holds p.mu.

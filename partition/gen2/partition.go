@@ -14,8 +14,9 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/partita-hv/partita/guestmem"
+	"github.com/partita-hv/partita/partition/accel"
 	"github.com/partita-hv/partita/partition/elf"
-	"github.com/partita-hv/partita/partition/kvm"
+	"github.com/partita-hv/partita/partition/platform"
 )
 
 // Config describes a Generation 2 partition.
@@ -24,7 +25,7 @@ type Config struct {
 	Program string   // static x86-64 executable
 	Args    []string // argv[1:]
 	Env     []string
-	Memory  uint64 // bytes, whole 2 MiB pages, 4 MiB to 4 GiB
+	Memory  uint64 // bytes, whole 2 MiB pages, 4 MiB to 64 GiB
 	// Processors is how many processors the program is told it has
 	// (sched_getaffinity, so Go's default GOMAXPROCS): 1 to 64, 0 meaning
 	// 1. Each of its threads is a vCPU whatever the number.
@@ -42,6 +43,10 @@ type Config struct {
 	// GuestMemory, if set, is the partition's memory (the root's memfd);
 	// its size must be Memory. New takes ownership whatever the outcome.
 	GuestMemory *guestmem.Memory
+
+	// Platform runs the program's threads; nil: the one accel.Auto
+	// chooses, which the partition closes with itself.
+	Platform platform.Platform
 }
 
 // Exit says how the partition ended.
@@ -55,11 +60,13 @@ type Exit struct {
 // Partition is a running Generation 2 partition: one vCPU per thread of its
 // program.
 type Partition struct {
-	cfg Config
-	log hclog.Logger
-	sys *kvm.System
-	vm  *kvm.VM
-	mem *guestmem.Memory
+	cfg     Config
+	log     hclog.Logger
+	ownPL   platform.Platform // opened by New, closed with the partition
+	machine platform.Program
+	// platformName names the platform the machine runs on.
+	platformName string
+	mem          *guestmem.Memory
 
 	as            *addressSpace
 	brkStart, brk uint64 // the program break
@@ -82,9 +89,12 @@ type Partition struct {
 	files      map[int64]*file            // eventfds and epolls, from descriptor 3
 	fileChange chan struct{}              // closed (and replaced) when an eventfd is written
 	threadsWG  sync.WaitGroup
-	end        chan struct{} // closed when the partition ends
-	endOnce    sync.Once
-	exit       Exit
+	// gate is the pause gate and the end: a thread is inside it only
+	// while it runs program code.
+	gate    *platform.Gate
+	end     <-chan struct{} // gate.Stopped()
+	endOnce sync.Once
+	exit    Exit
 
 	input       []byte        // console input not yet read; guarded by mu
 	inputEOF    bool          // ConsoleIn ended; guarded by mu
@@ -101,12 +111,7 @@ type Partition struct {
 	hypercalls    atomic.Uint64
 	doorbellExits atomic.Uint64 // doorbell writes no ioeventfd matched
 
-	vdsoOnce sync.Once // the vDSO's clock parameters, set up with the first vCPU
-
-	pauseMu   sync.Mutex
-	pauseCond *sync.Cond
-	paused    bool // guarded by pauseMu
-	inGuest   int  // threads inside KVM_RUN; guarded by pauseMu
+	vdsoOnce sync.Once // the vDSO's clock parameters, set up with the first thread
 }
 
 // newPartition makes a partition's bookkeeping, before any memory or VM.
@@ -114,13 +119,12 @@ func newPartition(cfg Config) *Partition {
 	if cfg.Logger == nil {
 		cfg.Logger = hclog.NewNullLogger()
 	}
-	p := &Partition{cfg: cfg, log: cfg.Logger.Named("gen2").With("partition", cfg.Name), mem: cfg.GuestMemory,
-		threads: map[int]*thread{}, futexes: map[uint64][]chan struct{}{}, end: make(chan struct{}),
+	gate := platform.NewGate()
+	return &Partition{cfg: cfg, log: cfg.Logger.Named("gen2").With("partition", cfg.Name), mem: cfg.GuestMemory,
+		threads: map[int]*thread{}, futexes: map[uint64][]chan struct{}{}, gate: gate, end: gate.Stopped(),
 		files: map[int64]*file{}, fileChange: make(chan struct{}),
 		inputChange: make(chan struct{}), synicChange: make(chan struct{}), synicRoom: make(chan struct{}),
 		physAllocs: map[uint64]uint64{}, bus: cfg.Bus, inputEOF: cfg.ConsoleIn == nil}
-	p.pauseCond = sync.NewCond(&p.pauseMu)
-	return p
 }
 
 // maxProcessors is the most processors a program can be told of: one
@@ -158,11 +162,11 @@ func New(cfg Config) (*Partition, error) {
 		}
 		return nil, fmt.Errorf("gen2: program: %w", err)
 	}
-	if cfg.Memory < 2*largePage || cfg.Memory%largePage != 0 || cfg.Memory > maxMemory {
+	if err := checkMemory(cfg.Memory); err != nil {
 		if cfg.GuestMemory != nil {
 			cfg.GuestMemory.Close()
 		}
-		return nil, fmt.Errorf("gen2: memory %#x bytes: want 4 MiB to 4 GiB in whole 2 MiB pages", cfg.Memory)
+		return nil, err
 	}
 	p := newPartition(cfg)
 	x, err := elf.Parse(img, userFloor, mmapBase)
@@ -182,10 +186,19 @@ func New(cfg Config) (*Partition, error) {
 		}
 	}
 	mem := p.mem.Bytes()
-	if err := buildKernelArea(mem); err != nil {
-		return nil, err
+	buildPageTableRoot(mem)
+	pl := cfg.Platform
+	if pl == nil {
+		if pl, err = accel.Open(accel.Auto, 2); err != nil {
+			return nil, err
+		}
+		p.ownPL = pl
 	}
-	if p.as, err = newAddressSpace(mem); err != nil {
+	p.platformName = pl.Name()
+	if p.machine, err = pl.NewProgram(platform.ProgramConfig{Name: cfg.Name, Memory: p.mem, Logger: p.log}); err != nil {
+		return nil, fmt.Errorf("gen2: %s: %w", pl.Name(), err)
+	}
+	if p.as, err = newAddressSpace(mem, p.machine); err != nil {
 		return nil, err
 	}
 	var top uint64
@@ -215,11 +228,11 @@ func New(cfg Config) (*Partition, error) {
 	p.brkStart = top
 	p.brk = p.brkStart
 	p.as.add(userTop-stackSize, userTop, protRead|protWrite)
-	// The hypercall page (a port write that faults, then ret) and the
-	// SynIC pages, backed now.
+	// The hypercall page (its code is the platform's) and the SynIC
+	// pages, backed now.
 	p.as.add(HypercallPage, HypercallPage+4096, protRead|protExec)
 	p.as.add(SynicMessagePage, SynicEventPage+4096, protRead|protWrite)
-	if err := p.as.load(HypercallPage, hypercallCode); err != nil {
+	if err := p.as.load(HypercallPage, p.machine.HypercallCode()); err != nil {
 		return nil, err
 	}
 	for _, pg := range []uint64{SynicMessagePage, SynicEventPage} {
@@ -233,15 +246,6 @@ func New(cfg Config) (*Partition, error) {
 	}
 	rsp, err := p.buildStack(x)
 	if err != nil {
-		return nil, err
-	}
-	if p.sys, err = kvm.Open(); err != nil {
-		return nil, err
-	}
-	if p.vm, err = p.sys.CreateVM(); err != nil {
-		return nil, err
-	}
-	if err := p.vm.SetMemory(0, 0, mem, 0); err != nil {
 		return nil, err
 	}
 	if cfg.VMBus != nil {
@@ -324,41 +328,29 @@ func (p *Partition) buildStack(x *elf.Executable) (uint64, error) {
 	return sp, err
 }
 
-// thread is one of the program's threads, run by one vCPU on one locked
-// OS thread.
+// thread is one of the program's threads, run by one processor of the
+// platform on one locked OS thread.
 type thread struct {
-	tid    int
-	slot   int // its TSS and exception stack
-	vcpu   *kvm.VCPU
-	start  kvm.Regs  // registers it starts with
-	sregs  kvm.Sregs // its segments and control registers as the program sees them
-	fsBase uint64
-	ctid   uint64 // CLONE_CHILD_CLEARTID: cleared and woken at exit
-
-	// userSegs says the vCPU holds the thread's user segments with FS
-	// base liveFS: true after a return to the program, false once an
-	// exception took it to the CPL0 stub. A return that finds them so
-	// skips KVM_SET_SREGS.
-	userSegs bool
-	liveFS   uint64
+	tid   int
+	th    platform.Thread // nil until its OS thread made it
+	start platform.Regs   // registers it starts with
+	ctid  uint64          // CLONE_CHILD_CLEARTID: cleared and woken at exit
 
 	lastFault uint64 // address of the last protection fault retried
 }
 
-// maxThreads bounds the program's threads at a time (one TSS and
-// exception stack each in the kernel area); maxThreadIDs bounds them over
-// the partition's life (each was a vCPU, and KVM keeps a VM's vCPUs until
-// the VM goes).
+// maxThreads bounds the program's threads at a time, maxThreadIDs over
+// the partition's life (platform.MaxThreads, platform.MaxThreadIDs).
 const (
-	maxThreads   = 32
-	maxThreadIDs = 1023
+	maxThreads   = platform.MaxThreads
+	maxThreadIDs = platform.MaxThreadIDs
 )
 
 // Run runs the program until it exits, faults or is stopped, one vCPU
 // per thread.
 func (p *Partition) Run() Exit {
 	p.mu.Lock()
-	t, err := p.newThread(kvm.Regs{RIP: p.entry, RSP: p.rsp, RFLAGS: 0x2}, 0)
+	t, err := p.newThread(platform.Regs{RIP: p.entry, RSP: p.rsp, RFLAGS: 0x2})
 	p.mu.Unlock()
 	if err != nil {
 		return Exit{Message: err.Error()}
@@ -436,19 +428,8 @@ func (p *Partition) readInput(buf, n uint64) int64 {
 }
 
 // newThread makes a thread record; the caller holds p.mu.
-func (p *Partition) newThread(start kvm.Regs, fsBase uint64) (*thread, error) {
-	used := map[int]bool{}
-	for _, t := range p.threads {
-		used[t.slot] = true
-	}
-	slot := -1
-	for i := 0; i < maxThreads; i++ {
-		if !used[i] {
-			slot = i
-			break
-		}
-	}
-	if slot < 0 {
+func (p *Partition) newThread(start platform.Regs) (*thread, error) {
+	if len(p.threads) >= maxThreads {
 		return nil, fmt.Errorf("gen2: at most %d threads", maxThreads)
 	}
 	if p.nextTid >= maxThreadIDs {
@@ -456,7 +437,7 @@ func (p *Partition) newThread(start kvm.Regs, fsBase uint64) (*thread, error) {
 		return nil, fmt.Errorf("gen2: at most %d threads in a partition's life", maxThreadIDs)
 	}
 	p.nextTid++
-	t := &thread{tid: p.nextTid, slot: slot, start: start, fsBase: fsBase}
+	t := &thread{tid: p.nextTid, start: start}
 	p.threads[t.tid] = t
 	return t, nil
 }
@@ -473,91 +454,27 @@ func (p *Partition) startThread(t *thread) {
 }
 
 // finish ends the partition with exit (the first end wins) and kicks
-// every vCPU out of the guest.
+// every thread out of the program.
 func (p *Partition) finish(exit Exit) {
 	p.endOnce.Do(func() {
 		p.exit = exit
-		close(p.end)
-		p.pauseMu.Lock()
-		p.pauseCond.Broadcast()
-		p.pauseMu.Unlock()
-		p.mu.Lock()
-		for _, t := range p.threads {
-			if t.vcpu != nil {
-				t.vcpu.Kick()
-			}
-		}
-		p.mu.Unlock()
+		p.gate.Stop()
 	})
 }
 
-// enterGuest waits while the partition is paused, then counts the
-// thread in the guest; false if the partition is ending.
-func (p *Partition) enterGuest() bool {
-	p.pauseMu.Lock()
-	defer p.pauseMu.Unlock()
-	for p.paused && !p.ended() {
-		p.pauseCond.Wait()
-	}
-	if p.ended() {
-		return false
-	}
-	p.inGuest++
-	return true
-}
-
-func (p *Partition) leaveGuest() {
-	p.pauseMu.Lock()
-	p.inGuest--
-	p.pauseCond.Broadcast()
-	p.pauseMu.Unlock()
-}
-
 // Pause stops every thread from running the program's code: it returns
-// once none is inside the guest (threads waiting in a system call stay
-// there and park when they would go back).
-func (p *Partition) Pause() {
-	p.pauseMu.Lock()
-	p.paused = true
-	p.pauseMu.Unlock()
-	p.mu.Lock()
-	for _, t := range p.threads {
-		if t.vcpu != nil {
-			t.vcpu.Kick()
-		}
-	}
-	p.mu.Unlock()
-	p.pauseMu.Lock()
-	for p.inGuest > 0 && !p.ended() {
-		p.pauseCond.Wait()
-	}
-	p.pauseMu.Unlock()
-}
+// once none is inside it (threads waiting in a system call stay there
+// and park when they would go back).
+func (p *Partition) Pause() { p.gate.Pause() }
 
 // Resume lets the threads run the program again.
-func (p *Partition) Resume() {
-	p.pauseMu.Lock()
-	p.paused = false
-	p.pauseCond.Broadcast()
-	p.pauseMu.Unlock()
-}
+func (p *Partition) Resume() { p.gate.Resume() }
 
 // Paused reports whether the partition is paused.
-func (p *Partition) Paused() bool {
-	p.pauseMu.Lock()
-	defer p.pauseMu.Unlock()
-	return p.paused
-}
+func (p *Partition) Paused() bool { return p.gate.Paused() }
 
 // ended reports whether the partition is ending.
-func (p *Partition) ended() bool {
-	select {
-	case <-p.end:
-		return true
-	default:
-		return false
-	}
-}
+func (p *Partition) ended() bool { return p.gate.IsStopped() }
 
 // runThread runs one thread until it exits (ok false) or ends the
 // partition (ok true, with why).
@@ -565,85 +482,72 @@ func (p *Partition) runThread(t *thread) (Exit, bool) {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	vcpuThread()
-	v, err := p.vm.CreateVCPU(uint32(t.tid))
+	th, err := p.machine.NewThread(t.tid, t.start)
 	if err != nil {
-		return Exit{Message: fmt.Sprintf("create vCPU: %v", err)}, true
+		return Exit{Message: fmt.Sprintf("create thread %d: %v", t.tid, err)}, true
 	}
-	if err := p.setup(v, t); err != nil {
-		return Exit{Message: fmt.Sprintf("set up the vCPU: %v", err)}, true
+	defer th.Close()
+	p.gate.Add(th)
+	defer p.gate.Remove(th)
+	var err2 error
+	p.vdsoOnce.Do(func() { err2 = p.setVDSOParams(th) })
+	if err2 != nil {
+		return Exit{Message: fmt.Sprintf("vDSO clock: %v", err2)}, true
 	}
-	// Every system call reads and writes the registers: through kvm_run,
-	// not ioctls, where KVM allows.
-	v.EnableSyncRegs()
 	p.mu.Lock()
-	t.vcpu = v
+	t.th = th
 	p.mu.Unlock()
-	if p.ended() {
-		return Exit{}, false
-	}
 	for {
-		if !p.enterGuest() {
+		if !p.gate.Enter() {
 			return Exit{}, false
 		}
-		r, err := v.Run()
-		p.leaveGuest()
-		if r == kvm.ExitIO && v.IO().Port != trapPortBase+14 {
-			t.lastFault = 0 // progress: any other event clears the retry mark
-		}
+		e, err := th.Run()
+		p.gate.Leave()
 		if err != nil {
-			return Exit{Message: fmt.Sprintf("vCPU: %v", err)}, true
+			return Exit{Message: fmt.Sprintf("thread %d: %v", t.tid, err)}, true
+		}
+		if e.Kind != platform.ExitException || e.Vector != 14 {
+			t.lastFault = 0 // progress: any other event clears the retry mark
 		}
 		if p.ended() {
 			return Exit{}, false
 		}
-		switch r {
-		case kvm.ExitIO:
-			io := v.IO()
-			if io.Port == DoorbellPort && !io.In && io.Size == 4 && io.Count == 1 && len(io.Data) == 4 {
-				if err := p.unmatchedDoorbell(v, binary.LittleEndian.Uint32(io.Data)); err != nil {
-					return Exit{Message: fmt.Sprintf("resume the program: %v", err)}, true
-				}
-				continue
-			}
-			if (io.Port == syscallPort || io.Port == hypercallPort) && !io.In && io.Size == 1 && io.Count == 1 {
-				exit, outcome := p.portCall(v, t, io.Port)
-				switch outcome {
-				case threadEnds:
-					return Exit{}, false
-				case partitionEnds:
-					return exit, true
-				}
-				continue
-			}
-			if io.Port >= DoorbellPort && io.Port < DoorbellPort+4 {
-				// The only ports the program may touch: anything but a
-				// 32-bit write of a connection id is its mistake.
-				return p.fault(v, fmt.Sprintf("a %d-byte %s of the doorbell port %#x", io.Size, map[bool]string{true: "read", false: "write"}[io.In], io.Port)), true
-			}
-			if io.In || io.Size != 1 || io.Count != 1 {
-				return p.fault(v, fmt.Sprintf("port access %#x from guest kernel mode", io.Port)), true
-			}
-			switch {
-			case io.Port >= trapPortBase && io.Port < trapPortBase+32:
-				exit, outcome := p.trap(v, t, uint8(io.Port-trapPortBase))
-				switch outcome {
-				case threadEnds:
-					return Exit{}, false
-				case partitionEnds:
-					return exit, true
-				}
-			case io.Port == trapPortOther:
-				return p.fault(v, "an interrupt or exception beyond the first 32 vectors"), true
-			default:
-				return p.fault(v, fmt.Sprintf("write to port %#x", io.Port)), true
-			}
-		case kvm.ExitKicked, kvm.ExitIntr:
-		case kvm.ExitShutdown:
-			return p.fault(v, "triple fault"), true
-		default:
-			return p.fault(v, fmt.Sprintf("unexpected exit %v", r)), true
+		exit, out := p.handle(th, t, e)
+		switch out {
+		case threadEnds:
+			return Exit{}, false
+		case partitionEnds:
+			return exit, true
 		}
 	}
+}
+
+// handle answers one exit of thread t.
+func (p *Partition) handle(th platform.Thread, t *thread, e platform.Exit) (Exit, outcome) {
+	switch e.Kind {
+	case platform.ExitSyscall:
+		return p.syscall(th, t, e)
+	case platform.ExitHypercall:
+		th.SetReturn(p.hypercall(e.Control, e.Input, e.Output))
+		return Exit{}, goOn
+	case platform.ExitException:
+		return p.trap(th, t, e)
+	case platform.ExitKicked:
+		return Exit{}, goOn
+	case platform.ExitPortIO:
+		// The only ports a program reaches are the hypercall page's; its
+		// own accesses to them are its mistake.
+		dir := "write"
+		if e.In {
+			dir = "read"
+		}
+		return p.fault(th, fmt.Sprintf("a %d-byte %s of port %#x outside the hypercall page", e.Size, dir, e.Port)), partitionEnds
+	case platform.ExitShutdown:
+		return p.fault(th, e.Message), partitionEnds
+	case platform.ExitFailed:
+		return p.fault(th, "the platform stopped the thread: "+e.Message), partitionEnds
+	}
+	return p.fault(th, fmt.Sprintf("unexpected exit %v", e.Kind)), partitionEnds
 }
 
 // What happens after an event.
@@ -655,75 +559,10 @@ const (
 	partitionEnds
 )
 
-// setup puts a vCPU in long mode at CPL3 with t's registers.
-func (p *Partition) setup(v *kvm.VCPU, t *thread) error {
-	cpuid, err := p.sys.SupportedCPUID()
-	if err != nil {
-		return err
-	}
-	for i := range cpuid {
-		e := &cpuid[i]
-		switch e.Function {
-		case 1: // initial APIC id in EBX[31:24]
-			e.EBX = e.EBX&0x00FFFFFF | uint32(t.tid)<<24
-		case 0xB, 0x1F:
-			e.EDX = uint32(t.tid)
-		}
-	}
-	if err := v.SetCPUID(cpuid); err != nil {
-		return err
-	}
-	s, err := v.Sregs()
-	if err != nil {
-		return err
-	}
-	code := kvm.Segment{Limit: 0xFFFFFFFF, Selector: selUserCode, Type: 0xB, Present: 1, DPL: 3, S: 1, L: 1, G: 1}
-	data := kvm.Segment{Limit: 0xFFFFFFFF, Selector: selUserData, Type: 0x3, Present: 1, DPL: 3, S: 1, DB: 1, G: 1}
-	s.CS, s.SS, s.DS, s.ES, s.FS, s.GS = code, data, data, data, data, data
-	s.TR = kvm.Segment{Base: tssAddr + uint64(t.slot)*tssSize, Limit: tssLimit, Selector: selTSS, Type: 0xB, Present: 1}
-	s.LDT = kvm.Segment{Unusable: 1}
-	s.GDT = kvm.DTable{Base: gdtAddr, Limit: selTSS + 16 - 1}
-	s.IDT = kvm.DTable{Base: idtAddr, Limit: 256*16 - 1}
-	s.CR0 = 0x80010033 // PG, WP, NE, ET, MP, PE
-	s.CR3 = pml4Addr
-	s.CR4 = 0x620  // OSXMMEXCPT, OSFXSR, PAE
-	s.EFER = 0xD01 // NXE, LMA, LME, SCE
-	s.FS.Base = t.fsBase
-	if err := v.SetSregs(s); err != nil {
-		return err
-	}
-	t.sregs = s
-	t.userSegs, t.liveFS = true, t.fsBase
-	const (
-		msrSTAR  = 0xC0000081
-		msrLSTAR = 0xC0000082
-		msrCSTAR = 0xC0000083
-		msrFMASK = 0xC0000084
-	)
-	if err := v.SetMSRs([]kvm.MSR{
-		{Index: msrSTAR, Data: uint64(selKernelCode)<<32 | uint64(selUser32Code)<<48},
-		{Index: msrLSTAR, Data: stubAddr},
-		{Index: msrCSTAR, Data: stubAddr}, // a compatibility-mode syscall lands there too
-		{Index: msrFMASK, Data: 0x47700},  // TF, IF, DF, IOPL, NT, AC
-	}); err != nil {
-		return err
-	}
-	if err := v.SetFPU(kvm.FPU{FCW: 0x37F, MXCSR: 0x1F80}); err != nil {
-		return err
-	}
-	var err2 error
-	p.vdsoOnce.Do(func() { err2 = p.setVDSOParams(v) })
-	if err2 != nil {
-		return fmt.Errorf("vDSO clock: %w", err2)
-	}
-	r := t.start
-	return v.SetRegs(r)
-}
-
-// setVDSOParams writes the vDSO's clock parameters, sampled on v, into
+// setVDSOParams writes the vDSO's clock parameters, sampled on th, into
 // its page (which the program cannot write).
-func (p *Partition) setVDSOParams(v *kvm.VCPU) error {
-	b, err := vdsoParams(v)
+func (p *Partition) setVDSOParams(th platform.Thread) error {
+	b, err := vdsoParams(th)
 	if err != nil {
 		return err
 	}
@@ -737,132 +576,50 @@ func (p *Partition) setVDSOParams(v *kvm.VCPU) error {
 	return nil
 }
 
-// returnToUser resumes the program after a system call: at the
-// instruction after its syscall (RCX), with its flags (R11) and its
-// segments, as sysret would.
-func (p *Partition) returnToUser(v *kvm.VCPU, t *thread, r *kvm.Regs) error {
-	if r.RCX >= 1<<47 {
-		return fmt.Errorf("return address %#x is not a canonical user address", r.RCX)
-	}
-	r.RIP = r.RCX
-	r.RFLAGS = r.R11 & 0x3C7FD7 // as SYSRET: no RF, VM or reserved bits
-	return p.resume(v, t, r)
-}
-
-// resume runs the thread again at r.RIP with its registers and segments.
-func (p *Partition) resume(v *kvm.VCPU, t *thread, r *kvm.Regs) error {
-	r.RFLAGS = r.RFLAGS&^0x47700 | 0x2 // no TF, IF, DF, IOPL, NT, AC from the program
-	if err := v.SetRegs(*r); err != nil {
-		return err
-	}
-	if t.userSegs && t.liveFS == t.fsBase {
-		return nil // a system call or hypercall left them as they were
-	}
-	// The thread's segments are the ones it started with, but for the
-	// FS base: no need to read them back.
-	s := t.sregs
-	s.FS.Base = t.fsBase
-	if err := v.SetSregs(s); err != nil {
-		return err
-	}
-	t.userSegs, t.liveFS = true, t.fsBase
-	return nil
-}
-
 // trap handles an exception taken from the program: a #PF on a page the
 // program may use gets the page a frame; anything else ends the
-// partition with a report. (System calls and hypercalls do not come
-// here: their port writes exit directly; see portCall.)
-func (p *Partition) trap(v *kvm.VCPU, t *thread, vector uint8) (Exit, outcome) {
-	t.userSegs = false // the exception took the vCPU to the CPL0 stub
-	r, err := v.Regs()
-	if err != nil {
-		return Exit{Message: fmt.Sprintf("%s; registers unreadable: %v", vectorName(vector), err)}, partitionEnds
-	}
-	kstack := kstackTop(t.slot)
-	frame := r.RSP
-	if frame < kstack-48 || frame > kstack-40 {
-		return p.fault(v, fmt.Sprintf("%s with a broken exception frame (rsp %#x)", vectorName(vector), frame)), partitionEnds
-	}
-	mem := p.mem.Bytes()
-	le := binary.LittleEndian
-	var code uint64
-	if hasErrorCode(vector) {
-		code = le.Uint64(mem[frame:])
-		frame += 8
-	}
-	rip, cs, rflags, rsp := le.Uint64(mem[frame:]), le.Uint64(mem[frame+8:]), le.Uint64(mem[frame+16:]), le.Uint64(mem[frame+24:])
-	s, _ := v.Sregs()
-	if vector == 14 && cs&3 == 3 && (code&1 == 0 || t.lastFault != s.CR2) {
+// partition with a report.
+func (p *Partition) trap(th platform.Thread, t *thread, e platform.Exit) (Exit, outcome) {
+	if e.Vector == 14 && e.ErrorCode&platform.PFUser != 0 && (e.ErrorCode&platform.PFPresent == 0 || t.lastFault != e.Addr) {
 		// Not present (a first touch), or a protection fault on a page
 		// whose range allows the access now (mprotect widened it): back
 		// or remap it and retry. A protection fault that repeats at the
 		// same address is the program's.
-		if code&1 != 0 {
-			t.lastFault = s.CR2
+		if e.ErrorCode&platform.PFPresent != 0 {
+			t.lastFault = e.Addr
 		}
 		p.mu.Lock()
-		err := p.as.back(s.CR2, code&2 != 0, code&16 != 0)
+		err := p.as.back(e.Addr, e.ErrorCode&platform.PFWrite != 0, e.ErrorCode&platform.PFFetch != 0)
 		p.mu.Unlock()
 		switch {
 		case err == nil:
 			p.faults.Add(1)
-			r.RIP, r.RSP, r.RFLAGS = rip, rsp, rflags
-			if err := p.resume(v, t, &r); err != nil {
-				return Exit{Message: fmt.Sprintf("resume the program: %v", err)}, partitionEnds
-			}
 			return Exit{}, goOn
 		case errors.Is(err, errNoMemory):
-			r.RIP, r.RSP, r.RFLAGS = rip, rsp, rflags
+			r, _ := th.Regs()
 			return Exit{Message: fmt.Sprintf("program out of memory: the partition's %d MiB are used up (page fault at %#x, rip %#x, thread %d)",
-				p.cfg.Memory>>20, s.CR2, rip, t.tid), Report: p.report(r)}, partitionEnds
+				p.cfg.Memory>>20, e.Addr, r.RIP, t.tid), Report: p.report(r)}, partitionEnds
 		}
 	}
-	msg := fmt.Sprintf("%s at rip %#x (cs %#x, thread %d)", vectorName(vector), rip, cs, t.tid)
-	switch vector {
+	r, _ := th.Regs()
+	msg := fmt.Sprintf("%s at rip %#x (thread %d)", platform.VectorName(e.Vector), r.RIP, t.tid)
+	switch e.Vector {
 	case 14:
-		msg += fmt.Sprintf(", address %#x, error %#x", s.CR2, code)
+		msg += fmt.Sprintf(", address %#x, error %#x", e.Addr, e.ErrorCode)
 	case 13:
-		msg += fmt.Sprintf(", error %#x", code)
+		msg += fmt.Sprintf(", error %#x", e.ErrorCode)
 	}
-	r.RIP, r.RSP, r.RFLAGS = rip, rsp, rflags
 	return Exit{Message: "program fault: " + msg, Report: p.report(r)}, partitionEnds
 }
 
-// portCall serves a system call (a write to syscallPort at the syscall
-// landing) or a slow-path hypercall (hypercallPort in the hypercall
-// page). The write must come from there: the same port written anywhere
-// else is the program's fault.
-func (p *Partition) portCall(v *kvm.VCPU, t *thread, port uint16) (Exit, outcome) {
-	r, err := v.Regs()
-	if err != nil {
-		return Exit{Message: fmt.Sprintf("registers unreadable: %v", err)}, partitionEnds
-	}
-	// KVM reports the port write's own address on VMX, the next
-	// instruction's on this machine's PVM: the write is 2 bytes long.
-	at := func(addr uint64) bool { return r.RIP == addr || r.RIP == addr+2 }
-	switch {
-	case port == syscallPort && at(stubAddr):
-		return p.syscall(v, t, &r)
-	case port == hypercallPort && at(HypercallPage+hypercallSlow):
-		r.RAX = p.hypercall(&r)
-		r.RIP = HypercallPage + hypercallSlow + 2 // on to the page's ret
-		if err := p.resume(v, t, &r); err != nil {
-			return Exit{Message: fmt.Sprintf("resume the program: %v", err)}, partitionEnds
-		}
-		return Exit{}, goOn
-	}
-	return p.fault(v, fmt.Sprintf("write to port %#x at rip %#x", port, r.RIP)), partitionEnds
-}
-
 // fault ends the partition on something the program should not do.
-func (p *Partition) fault(v *kvm.VCPU, what string) Exit {
-	r, _ := v.Regs()
+func (p *Partition) fault(th platform.Thread, what string) Exit {
+	r, _ := th.Regs()
 	return Exit{Message: "program fault: " + what, Report: p.report(r)}
 }
 
 // report describes the program's registers and its last system calls.
-func (p *Partition) report(r kvm.Regs) string {
+func (p *Partition) report(r platform.Regs) string {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	var b strings.Builder
@@ -884,17 +641,27 @@ func (p *Partition) Stop(reason string) { p.finish(Exit{Message: reason}) }
 func (p *Partition) Syscalls() uint64 { return p.calls.Load() }
 
 // Exits counts the program's exits to the worker, by reason: system
-// calls, hypercalls on the slow path, page faults served, and doorbell
-// writes no ioeventfd took. Doorbells KVM takes never reach the worker
-// and are not counted here.
+// calls, hypercalls the page could not complete, page faults served, and
+// doorbells that matched no eventfd; and the platform's own counts (on
+// ptrace: doorbells it rang itself, calls it injected into the stub).
+// Doorbells KVM takes never reach the worker and are not counted here.
 func (p *Partition) Exits() map[string]uint64 {
-	return map[string]uint64{
+	m := map[string]uint64{
 		"syscall":       p.calls.Load(),
 		"hypercall":     p.hypercalls.Load(),
 		"page_fault":    p.faults.Load(),
 		"doorbell_miss": p.doorbellExits.Load(),
 	}
+	if c, ok := p.machine.(platform.Counters); ok {
+		for k, v := range c.Counters() {
+			m[k] = v
+		}
+	}
+	return m
 }
+
+// Platform names the platform the program runs on.
+func (p *Partition) Platform() string { return p.platformName }
 
 // SyscallCounts returns how often each system call was made (numbers at
 // or above 512 counted together as 512).
@@ -919,18 +686,18 @@ func (p *Partition) ENOSYSCounts() map[uint64]uint64 {
 }
 
 // Close ends the partition if it runs and releases the VMBus relay, the
-// VM and the memory.
+// machine and the memory. Call it after Run has returned.
 func (p *Partition) Close() error {
 	p.finish(Exit{Message: "partition closed"})
 	var errs []error
 	if p.relay != nil {
 		errs = append(errs, p.relay.close())
 	}
-	if p.vm != nil {
-		errs = append(errs, p.vm.Close())
+	if p.machine != nil {
+		errs = append(errs, p.machine.Close())
 	}
-	if p.sys != nil {
-		errs = append(errs, p.sys.Close())
+	if p.ownPL != nil {
+		errs = append(errs, p.ownPL.Close())
 	}
 	if p.mem != nil {
 		errs = append(errs, p.mem.Close())

@@ -7,7 +7,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/partita-hv/partita/partition/kvm"
+	"github.com/partita-hv/partita/partition/platform"
 )
 
 // Linux errno values the shim returns (negated in RAX).
@@ -71,36 +71,34 @@ var bootTime = time.Now()
 // it (Linux's table ends near 460), and together at or above it.
 const maxCountedSyscall = 512
 
-// syscall serves the system call thread t stopped on (r holds its
-// registers, its stack pointer included) and returns to the program.
-func (p *Partition) syscall(v *kvm.VCPU, t *thread, r *kvm.Regs) (Exit, outcome) {
-	nr := r.RAX
+// syscall serves the system call thread t stopped on; the platform
+// returns to the program with the result.
+func (p *Partition) syscall(th platform.Thread, t *thread, e platform.Exit) (Exit, outcome) {
+	nr, a := e.Nr, e.Args
 	p.calls.Add(1)
 	p.byNumber[min(nr, maxCountedSyscall)].Add(1)
 	p.mu.Lock()
 	p.history[p.nhist%len(p.history)] = nr
 	p.nhist++
-	ret, exit, out := p.serve(t, r, nr, r.RDI, r.RSI, r.RDX, r.R10, r.R8)
+	ret, exit, out := p.serve(t, th, nr, a[0], a[1], a[2], a[3], a[4])
 	p.mu.Unlock()
 	if out != goOn {
 		return exit, out
 	}
-	r.RAX = uint64(ret)
-	if err := p.returnToUser(v, t, r); err != nil {
-		return Exit{Message: fmt.Sprintf("return to the program: %v", err)}, partitionEnds
-	}
+	th.SetReturn(uint64(ret))
 	return Exit{}, goOn
 }
 
-// serve carries out one system call of thread t with the program's
-// arguments, all of them untrusted; the caller holds p.mu (calls that
-// block release it while they wait). It returns the result (a negated
-// errno on failure), or the end of the thread or of the partition.
-func (p *Partition) serve(t *thread, r *kvm.Regs, nr, a0, a1, a2, a3, a4 uint64) (int64, Exit, outcome) {
+// serve carries out one system call of thread t (run by th) with the
+// program's arguments, all of them untrusted; the caller holds p.mu
+// (calls that block release it while they wait). It returns the result
+// (a negated errno on failure), or the end of the thread or of the
+// partition.
+func (p *Partition) serve(t *thread, th platform.Thread, nr, a0, a1, a2, a3, a4 uint64) (int64, Exit, outcome) {
 	ret := int64(0)
 	switch nr {
 	case sysClone:
-		ret = p.clone(t, r, a0, a1, a2, a3, a4)
+		ret = p.clone(t, th, a0, a1, a2, a3, a4)
 	case sysFutex:
 		ret = p.futex(a0, a1, a2, a3)
 	case sysTgkill, sysTkill, sysKill:
@@ -187,7 +185,7 @@ func (p *Partition) serve(t *thread, r *kvm.Regs, nr, a0, a1, a2, a3, a4 uint64)
 	case sysMadvise:
 		// Advice only: nothing is given back in this version.
 	case sysArchPrctl:
-		ret = p.archPrctl(t, a0, a1)
+		ret = p.archPrctl(th, a0, a1)
 	case sysFcntl:
 		// The standard descriptors (the console) and the program's own
 		// eventfds and epolls exist; flags read as none set.
@@ -298,21 +296,32 @@ func (p *Partition) mprotect(addr, length uint64, prot uint32) {
 	}
 }
 
-// archPrctl sets and reads the FS base (thread-local storage).
-func (p *Partition) archPrctl(t *thread, code, addr uint64) int64 {
+// archPrctl sets and reads the FS base (thread-local storage), which
+// the platform keeps with the thread's registers.
+func (p *Partition) archPrctl(th platform.Thread, code, addr uint64) int64 {
 	const (
 		archSetFS = 0x1002
 		archGetFS = 0x1003
 	)
+	if th == nil {
+		return -eINVAL
+	}
+	r, err := th.Regs()
+	if err != nil {
+		return -eINVAL
+	}
 	switch code {
 	case archSetFS:
 		if addr >= 1<<47 {
 			return -eFAULT // not canonical
 		}
-		t.fsBase = addr
+		r.FSBase = addr
+		if th.SetRegs(r) != nil {
+			return -eINVAL
+		}
 		return 0
 	case archGetFS:
-		if !p.as.copyOut(addr, binary.LittleEndian.AppendUint64(nil, t.fsBase)) {
+		if !p.as.copyOut(addr, binary.LittleEndian.AppendUint64(nil, r.FSBase)) {
 			return -eFAULT
 		}
 		return 0
@@ -412,29 +421,35 @@ const (
 	cloneChildSettid   = 0x1000000
 )
 
-// clone starts a thread of the program on a new vCPU: the parent's
+// clone starts a thread of the program on a new processor: the parent's
 // registers, at the instruction after the syscall, with RAX 0 and the
 // new stack. Processes (clone without CLONE_VM and CLONE_THREAD) do not
 // exist in a partition.
-func (p *Partition) clone(t *thread, r *kvm.Regs, flags, stack, ptid, ctid, tls uint64) int64 {
+func (p *Partition) clone(t *thread, th platform.Thread, flags, stack, ptid, ctid, tls uint64) int64 {
 	if flags&(cloneVM|cloneThread|cloneSighand) != cloneVM|cloneThread|cloneSighand {
 		return -eNOSYS
 	}
-	start := *r
+	if th == nil {
+		return -eAGAIN
+	}
+	r, err := th.Regs()
+	if err != nil {
+		return -eAGAIN
+	}
+	start := r
 	start.RAX = 0
 	start.RIP = r.RCX
 	start.RFLAGS = r.R11&^0x47700 | 0x2
 	if stack != 0 {
 		start.RSP = stack
 	}
-	fs := t.fsBase
 	if flags&cloneSettls != 0 {
 		if tls >= 1<<47 {
 			return -eINVAL
 		}
-		fs = tls
+		start.FSBase = tls
 	}
-	child, err := p.newThread(start, fs)
+	child, err := p.newThread(start)
 	if err != nil {
 		return -eAGAIN
 	}

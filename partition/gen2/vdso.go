@@ -5,7 +5,7 @@ import (
 	"errors"
 	"time"
 
-	"github.com/partita-hv/partita/partition/kvm"
+	"github.com/partita-hv/partita/partition/platform"
 )
 
 // The vDSO: one page the worker builds and maps into every program, named
@@ -17,10 +17,12 @@ import (
 // scheduling decision) cost nanoseconds rather than an exit to the worker.
 // Other clocks fall back to the system call.
 //
-// The parameters are fixed when the first vCPU starts: the guest TSC and
-// the shim's monotonic clock sampled together, and the TSC frequency KVM
-// reports (in kHz, so the clock may drift from the host's by up to a
-// millionth). The system call path reads the host's clock directly.
+// The parameters are fixed when the first thread starts: the program's
+// TSC and the shim's monotonic clock sampled together, and the TSC
+// frequency the platform gives (KVM reports it in kHz, so the clock may
+// drift from the host's by up to a millionth; ptrace measures the host
+// TSC against the host's clock). The system call path reads the host's
+// clock directly.
 //
 // Layout of the page (offsets): the ELF header and two program headers
 // (PT_LOAD of the whole page, PT_DYNAMIC); the dynamic section at 0x100;
@@ -134,25 +136,21 @@ func vdsoImage() []byte {
 	return b
 }
 
-// vdsoParams samples the vCPU's TSC and the shim's clocks together and
+// vdsoParams samples the thread's TSC and the shim's clocks together and
 // returns the page's parameters.
-func vdsoParams(v *kvm.VCPU) ([]byte, error) {
-	khz, err := v.TSCKHz()
+func vdsoParams(th platform.Thread) ([]byte, error) {
+	tsc, khz, err := th.TSC()
 	if err != nil {
 		return nil, err
 	}
 	if khz == 0 {
-		return nil, errors.New("gen2: KVM reports a TSC of 0 kHz")
-	}
-	tsc := []kvm.MSR{{Index: 0x10}} // IA32_TIME_STAMP_COUNTER
-	if err := v.MSRs(tsc); err != nil {
-		return nil, err
+		return nil, errors.New("gen2: the platform reports a TSC of 0 kHz")
 	}
 	mono := time.Since(bootTime)
 	real := time.Now().UnixNano() - int64(mono)
 	// ns = delta * 1e6 / khz = delta * mult >> 32.
-	mult := (uint64(1e6) << 32) / uint64(khz)
-	b := binary.LittleEndian.AppendUint64(nil, tsc[0].Data)
+	mult := (uint64(1e6) << 32) / khz
+	b := binary.LittleEndian.AppendUint64(nil, tsc)
 	b = binary.LittleEndian.AppendUint64(b, mult)
 	b = binary.LittleEndian.AppendUint64(b, uint64(mono))
 	return binary.LittleEndian.AppendUint64(b, uint64(real)), nil

@@ -7,6 +7,7 @@ import (
 	"sort"
 
 	"github.com/partita-hv/partita/guestmem"
+	"github.com/partita-hv/partita/partition/platform"
 )
 
 // The program's address space: virtual addresses of its own, backed on
@@ -16,11 +17,16 @@ import (
 // touches it (a #PF the worker serves) or when the worker reads or writes
 // it for a system call.
 //
+// The page tables in guest memory are the map from the program's
+// addresses to frames on every platform; each page the shim maps is
+// also told to the platform (platform.Program.Map), which mirrors it
+// where its processors do not walk those tables (ptrace).
+//
 // Frames are never taken back in this version: munmap forgets the range,
 // but pages already backed keep their frames (and a later mapping of the
 // same addresses sees their old contents), and mprotect does not restrict
 // pages already mapped. Taking mappings away needs TLB shootdown across
-// vCPUs, which comes with threads.
+// vCPUs (and unmapping in a ptrace stub), which this version does not do.
 
 // Protection bits (mmap's).
 const (
@@ -44,10 +50,12 @@ type vma struct {
 
 // addressSpace is the program's: its ranges, page tables and frames.
 type addressSpace struct {
-	mem    []byte
-	frames *guestmem.PageAllocator
-	used   uint64 // frames taken
-	vmas   []vma  // sorted by start, disjoint
+	mem         []byte
+	machine     platform.Program // told of every page mapped
+	faultAround uint64           // the block a fault backs (the platform's choice)
+	frames      *guestmem.PageAllocator
+	used        uint64 // frames taken
+	vmas        []vma  // sorted by start, disjoint
 }
 
 // freeFrames is how many frames are left.
@@ -55,12 +63,12 @@ func (as *addressSpace) freeFrames() uint64 {
 	return (uint64(len(as.mem))-userBase)/4096 - as.used
 }
 
-func newAddressSpace(mem []byte) (*addressSpace, error) {
+func newAddressSpace(mem []byte, machine platform.Program) (*addressSpace, error) {
 	frames, err := guestmem.NewPageAllocator(userBase, uint64(len(mem)))
 	if err != nil {
 		return nil, err
 	}
-	return &addressSpace{mem: mem, frames: frames}, nil
+	return &addressSpace{mem: mem, machine: machine, faultAround: max(machine.FaultAround(), 4096), frames: frames}, nil
 }
 
 var errNoMemory = errors.New("gen2: the partition's memory is used up")
@@ -160,11 +168,12 @@ func (as *addressSpace) back(va uint64, write, exec bool) error {
 	if err := as.mapPage(va&^0xFFF, v.prot); err != nil {
 		return err
 	}
-	// Fault-around: back the rest of the aligned 64 KiB block inside the
-	// range too, while frames are plentiful. One exit costs about as much
-	// as zeroing 64 KiB here, and programs touch memory in runs.
-	block := va &^ (faultAround - 1)
-	for pa := max(block, v.start); pa < min(block+faultAround, v.end); pa += 4096 {
+	// Fault-around: back the rest of the aligned block inside the range
+	// too, while frames are plentiful. Programs touch memory in runs, and
+	// the platform sizes the block by what a fault costs it (KVM: 64 KiB,
+	// about one exit's worth of zeroing).
+	block := va &^ (as.faultAround - 1)
+	for pa := max(block, v.start); pa < min(block+as.faultAround, v.end); pa += 4096 {
 		if as.freeFrames() < reserveFrames {
 			break
 		}
@@ -177,12 +186,9 @@ func (as *addressSpace) back(va uint64, write, exec bool) error {
 	return nil
 }
 
-// Fault-around: the block backed on a fault, and the frames kept back
-// from it (so that it never takes the last frames a real touch needs).
-const (
-	faultAround   = 64 << 10
-	reserveFrames = 256
-)
+// reserveFrames are kept back from fault-around, so that it never takes
+// the last frames a real touch needs.
+const reserveFrames = 256
 
 // mapPage backs the page at va with a fresh frame (or keeps the one it
 // has) with the given protection.
@@ -209,7 +215,8 @@ func (as *addressSpace) mapPage(va uint64, prot uint32) error {
 		v &^= 1 << 63
 	}
 	le.PutUint64(as.mem[e:], v)
-	return nil
+	pa, _ := as.frameOf(v)
+	return as.machine.Map(va, pa, 4096, platform.Prot(prot))
 }
 
 // find returns the range holding va.
@@ -384,6 +391,9 @@ func (as *addressSpace) allocContiguous(pages, window uint64) (uint64, error) {
 			return 0, err
 		}
 		le.PutUint64(as.mem[e:], frame|ptePresent|pteWrite|pteUser|1<<63)
+	}
+	if err := as.machine.Map(window+pa, pa, pages*4096, platform.ProtRead|platform.ProtWrite); err != nil {
+		return 0, err
 	}
 	if !as.add(window+pa, window+pa+pages*4096, protRead|protWrite) {
 		as.frames.Free(pa, int(pages))

@@ -13,10 +13,11 @@ import (
 // busRelay connects a partition to the root's VMBus host over the xproc
 // transport. The worker is not on the data path: it carries control
 // messages (HvPostMessage up, SINT 2 messages down), registers each
-// channel doorbell the root hands it as a KVM ioeventfd on DoorbellPort
-// (so the program's HvSignalEvent reaches the root straight from KVM),
-// and wakes the program when the root sets event flags in the program's
-// event-flags page, whose physical address it gave the root.
+// channel doorbell the root hands it with the platform on DoorbellPort
+// (so the program's HvSignalEvent reaches the root without the shim: on
+// KVM as an ioeventfd, on ptrace written by the platform), and wakes the
+// program when the root sets event flags in the program's event-flags
+// page, whose physical address it gave the root.
 type busRelay struct {
 	p *Partition
 	r *xproc.Relay
@@ -25,10 +26,11 @@ type busRelay struct {
 	bells map[uint32]doorbell // by connection id; guarded by mu
 }
 
-// doorbell is an eventfd the root rings on, and whether KVM rings it.
+// doorbell is an eventfd the root rings on, and whether the platform
+// rings it.
 type doorbell struct {
 	fd       int
-	attached bool // an ioeventfd: KVM writes it on the program's doorbell write
+	attached bool // registered with the platform: the page's doorbell rings it
 }
 
 // maxDoorbells bounds the doorbells one partition's root may hand over
@@ -53,7 +55,7 @@ func (b *busRelay) Message(_ uint32, payload []byte) bool {
 	return b.p.DeliverMessageWait(vmbusSINT, vmbusMessageType, payload)
 }
 
-// Doorbell attaches the root's eventfd for connID as an ioeventfd.
+// Doorbell attaches the root's eventfd for connID to the platform.
 func (b *busRelay) Doorbell(connID uint32, fd int) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -65,11 +67,10 @@ func (b *busRelay) Doorbell(connID uint32, fd int) {
 		unix.Close(fd)
 		return
 	}
-	dm := uint64(connID)
-	err := b.p.vm.IOEventFD(fd, DoorbellPort, 4, true, &dm, false)
+	err := b.p.machine.AddDoorbell(DoorbellPort, connID, fd)
 	if err != nil {
-		// The signal still works, through the worker.
-		b.p.log.Warn("doorbell not attached to KVM; signals will exit to the worker", "connection", connID, "error", err)
+		// The signal still works, through the shim.
+		b.p.log.Warn("doorbell not attached to the platform; signals will go through the shim", "connection", connID, "error", err)
 	}
 	b.bells[connID] = doorbell{fd: fd, attached: err == nil}
 }
@@ -86,8 +87,7 @@ func (b *busRelay) DoorbellGone(connID uint32) {
 // detach removes a doorbell; the caller holds b.mu.
 func (b *busRelay) detach(connID uint32, d doorbell) {
 	if d.attached {
-		dm := uint64(connID)
-		if err := b.p.vm.IOEventFD(d.fd, DoorbellPort, 4, true, &dm, true); err != nil {
+		if err := b.p.machine.RemoveDoorbell(DoorbellPort, connID); err != nil {
 			b.p.log.Warn("detach doorbell", "connection", connID, "error", err)
 		}
 	}
@@ -118,9 +118,9 @@ func (b *busRelay) PostMessage(connID, messageType uint32, payload []byte) uint1
 	return hvStatusSuccess
 }
 
-// SignalEvent is the slow path of HvSignalEvent: a signal no ioeventfd
-// took (a doorbell KVM refused, or a call the hypercall page did not
-// send to the port).
+// SignalEvent is the slow path of HvSignalEvent: a signal no doorbell
+// took (one the platform refused, or a call the hypercall page did not
+// send to the doorbell).
 func (b *busRelay) SignalEvent(connID uint32, flag uint16) uint16 {
 	if flag != 0 {
 		return hvStatusInvalidParameter

@@ -27,9 +27,8 @@ type controller struct {
 	memoryBytes uint64 // of the running partition
 	invalid     atomic.Uint64
 
-	spare    bool           // started before it had a partition: name it at start
-	prepared *gen1.Prepared // the VM made ahead, for the start request
-	prepErr  error
+	spare bool       // started before it had a partition: name it at start
+	pl    *platforms // opened ahead, for the start request
 }
 
 // errDismissed: the root closed the control socket before sending a
@@ -43,7 +42,7 @@ type request struct {
 }
 
 // runControlled is Main under the root service.
-func runControlled(fd int, label string, nameErr error) int {
+func runControlled(fd int, label, choice string, nameErr error) int {
 	log := hclog.New(&hclog.LoggerOptions{Name: "vmwp", Output: os.Stderr, Level: hclog.Info, JSONFormat: true})
 	if label != "" {
 		log = log.With("partition", label)
@@ -68,14 +67,11 @@ func runControlled(fd int, label string, nameErr error) int {
 	// or SIGTERM meant for the root's group must not cut that short.
 	signal.Ignore(syscall.SIGINT, syscall.SIGTERM)
 
-	// Make the VM while the root has nothing for this worker yet (a
-	// spare) or is still sending the start request.
-	prepared, prepErr := gen1.Prepare()
-	c := &controller{conn: conn, log: log, spare: control.IsSpare(label), prepared: prepared, prepErr: prepErr}
+	// Open the platforms and make a PC while the root has nothing for
+	// this worker yet (a spare) or is still sending the start request.
+	c := &controller{conn: conn, log: log, spare: control.IsSpare(label), pl: openPlatforms(choice)}
 	p, err := c.start()
-	if c.prepared != nil { // the start failed before New took it
-		c.prepared.Close()
-	}
+	c.pl.close() // what the partition did not take
 	if errors.Is(err, errDismissed) {
 		log.Info("dismissed before a partition was given")
 		return exitOK
@@ -118,6 +114,11 @@ func (c *controller) start() (running, error) {
 			c.log.Warn("cannot label the process", "error", err)
 		}
 	}
+	pl, err := c.pl.get(st.Generation)
+	if err != nil {
+		closeAll(files)
+		return fail(err)
+	}
 	var bus *os.File // the VMBus socket, when the root sent one
 	if len(files) == 2 {
 		bus = files[1]
@@ -128,28 +129,25 @@ func (c *controller) start() (running, error) {
 		return fail(fmt.Errorf("guest memory: %w", err))
 	}
 	if st.Generation == 2 {
-		// A Generation 2 VM has no PC platform: the prepared one goes.
-		if c.prepared != nil {
-			c.prepared.Close()
-			c.prepared = nil
-		}
-		g, err := startGen2(st, mem, bus, c.log) // owns mem
+		g, err := startGen2(st, mem, bus, pl, c.log) // owns mem
 		if err != nil {
 			return fail(err)
 		}
+		c.pl.keep(2)
 		c.memoryBytes = st.MemoryBytes
-		if err := c.reply(m.Seq, nil); err != nil {
+		if err := c.replyStarted(m.Seq, pl.Name()); err != nil {
 			g.Stop(gen1.StopReason{Message: ReasonRootGone})
 			g.Wait()
 			g.Close()
 			return nil, fmt.Errorf("reply to the start request: %w", err)
 		}
-		c.log.Info("partition started", "generation", 2, "program", st.Program, "memory_bytes", st.MemoryBytes)
+		c.log.Info("partition started", "generation", 2, "platform", pl.Name(), "program", st.Program, "memory_bytes", st.MemoryBytes)
 		return g, nil
 	}
-	if c.prepErr != nil {
+	prepared, err := c.pl.takePC()
+	if err != nil {
 		mem.Close()
-		return fail(fmt.Errorf("prepare the VM: %w", c.prepErr))
+		return fail(err)
 	}
 	p, err := gen1.New(gen1.Config{
 		Name:        st.Name,
@@ -161,21 +159,21 @@ func (c *controller) start() (running, error) {
 		Serial:      os.Stdout,
 		Logger:      c.log,
 		GuestMemory: mem, // New owns it, even when it fails
-		Prepared:    c.prepared,
+		Prepared:    prepared,
 	})
-	c.prepared = nil
 	if err != nil {
 		return fail(err)
 	}
+	c.pl.keep(1)
 	c.memoryBytes = st.MemoryBytes
 	p.Start()
-	if err := c.reply(m.Seq, nil); err != nil {
+	if err := c.replyStarted(m.Seq, pl.Name()); err != nil {
 		p.Stop(gen1.StopReason{Message: ReasonRootGone})
 		p.Wait()
 		p.Close()
 		return nil, fmt.Errorf("reply to the start request: %w", err)
 	}
-	c.log.Info("partition started", "firmware", st.Firmware, "disks", st.Disks, "memory_bytes", st.MemoryBytes, "processors", st.Processors)
+	c.log.Info("partition started", "generation", 1, "platform", pl.Name(), "firmware", st.Firmware, "disks", st.Disks, "memory_bytes", st.MemoryBytes, "processors", st.Processors)
 	return gen1Partition{p}, nil
 }
 
@@ -314,6 +312,11 @@ func (c *controller) skip(err error) {
 	if n <= 10 || n%1000 == 0 {
 		c.log.Warn("ignored a control record", "error", err, "ignored_so_far", n)
 	}
+}
+
+// replyStarted answers a start request that worked, naming the platform.
+func (c *controller) replyStarted(seq uint64, platform string) error {
+	return c.send(&control.Message{Type: control.TypeReply, Seq: seq, Platform: platform})
 }
 
 func (c *controller) reply(seq uint64, err error) error {

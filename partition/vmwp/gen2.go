@@ -14,6 +14,7 @@ import (
 	"github.com/partita-hv/partita/partition/control"
 	"github.com/partita-hv/partita/partition/gen1"
 	"github.com/partita-hv/partita/partition/gen2"
+	"github.com/partita-hv/partita/partition/platform"
 )
 
 // running is what the controlled worker does with a partition of either
@@ -56,9 +57,9 @@ type gen2Partition struct {
 	reason *gen1.StopReason // set by Stop
 }
 
-func startGen2(st *control.Start, mem *guestmem.Memory, bus *os.File, log hclog.Logger) (*gen2Partition, error) {
+func startGen2(st *control.Start, mem *guestmem.Memory, bus *os.File, pl platform.Platform, log hclog.Logger) (*gen2Partition, error) {
 	p, err := gen2.New(gen2.Config{Name: st.Name, Program: st.Program, Memory: st.MemoryBytes, Processors: st.Processors, Console: os.Stdout, ConsoleIn: os.Stdin,
-		Logger: log, GuestMemory: mem, VMBus: bus})
+		Logger: log, GuestMemory: mem, VMBus: bus, Platform: pl})
 	if err != nil {
 		return nil, err
 	}

@@ -1,20 +1,28 @@
-// Package vmwp is the worker process's program: one Generation 1
-// partition on KVM, run standalone for development and tests, or under the
-// root service's control. The vmwp binary's main is Main; the root service
-// (vmms) re-executes itself with argv[0] "vmwp" and calls Main too.
+// Package vmwp is the worker process's program: one partition of either
+// generation, on the platform --accel chooses (package partition/accel),
+// run standalone for development and tests, or under the root service's
+// control. The vmwp binary's main is Main; the root service (vmms)
+// re-executes itself with argv[0] "vmwp" and calls Main too.
 //
-// Standalone:
+// Standalone, a Generation 1 PC or a Generation 2 program:
 //
-//	vmwp --firmware PATH --disk PATH [--disk PATH] --memory 64M [--processors N] --serial stdio [--partition NAME]
+//	vmwp --firmware PATH --disk PATH [--disk PATH] --memory 64M [--processors N] [--accel A] --serial stdio [--partition NAME]
+//	vmwp --program PATH --memory 64M [--processors N] [--accel A] [-- ARGS...]
 //
-// COM1 output goes to standard output and standard input feeds COM1's
-// receive side. Main returns 0 when the guest powers off, 1 with a
+// A PC's COM1 output goes to standard output and standard input feeds
+// COM1's receive side; Main returns 0 when the guest powers off, 1 with a
 // one-line reason on standard error on a triple fault, any other stop, an
-// error or a bad flag value, and 2 for flags that do not parse.
+// error or a bad flag value, and 2 for flags that do not parse. A
+// program's console is standard output and input, and Main returns its
+// exit status (1 with a reason if it faulted).
 //
 // Controlled, started by the root service:
 //
-//	vmwp --control-fd N --partition NAME
+//	vmwp --control-fd N --partition NAME [--accel A]
+//
+// The worker opens the platforms --accel gives each generation (and makes
+// a PC ahead on KVM) before the start request comes, so that a start waits
+// for neither; the reply to the start names the platform.
 //
 // N is the worker's end of a control socket (package partition/control),
 // an inherited descriptor. The first record must be a start request
@@ -47,8 +55,10 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/partita-hv/partita/internal/proctitle"
+	"github.com/partita-hv/partita/partition/accel"
 	"github.com/partita-hv/partita/partition/control"
 	"github.com/partita-hv/partita/partition/gen1"
+	"github.com/partita-hv/partita/partition/gen2"
 )
 
 // Exit codes.
@@ -85,6 +95,8 @@ func Main(args []string) int {
 	mem := fs.String("memory", "64M", "guest memory (K, M or G suffix)")
 	cpus := fs.Int("processors", 1, "virtual processors")
 	serial := fs.String("serial", "stdio", "where COM1 goes: stdio")
+	program := fs.String("program", "", "a Generation 2 program (a static x86-64 executable) to run instead of firmware; arguments after --")
+	choice := fs.String("accel", accel.Auto, "the platform: "+strings.Join(accel.Choices, ", ")+" (auto: KVM where /dev/kvm opens, else the generation's software platform)")
 	controlFD := fs.Int("control-fd", -1, "inherited descriptor of the control socket: run under the root service")
 	name := fs.String("partition", "", "the partition's name, to label the process")
 	if err := fs.Parse(args); err != nil {
@@ -97,8 +109,11 @@ func Main(args []string) int {
 		fmt.Fprintf(os.Stderr, "vmwp: "+format+"\n", a...)
 		return exitError
 	}
-	if fs.NArg() > 0 {
+	if fs.NArg() > 0 && *program == "" {
 		return usage("unexpected arguments %q", fs.Args())
+	}
+	if err := accel.Check(*choice); err != nil {
+		return usage("--accel: %v", err)
 	}
 	if *serial != "stdio" {
 		return usage("--serial %q: only stdio is supported", *serial)
@@ -117,7 +132,7 @@ func Main(args []string) int {
 			return usage("--control-fd %d: want a descriptor number", *controlFD)
 		}
 		var standalone []string
-		for _, f := range []string{"firmware", "disk", "memory", "processors"} {
+		for _, f := range []string{"firmware", "program", "disk", "memory", "processors"} {
 			if set[f] {
 				standalone = append(standalone, "--"+f)
 			}
@@ -125,16 +140,19 @@ func Main(args []string) int {
 		if len(standalone) > 0 {
 			return usage("%s: under --control-fd the root service's start request describes the partition", strings.Join(standalone, ", "))
 		}
-		return runControlled(*controlFD, label, nameErr)
+		return runControlled(*controlFD, label, *choice, nameErr)
 	}
-	if *firmware == "" {
-		return usage("--firmware is required")
+	if (*firmware == "") == (*program == "") {
+		return usage("one of --firmware (Generation 1) and --program (Generation 2) is required")
 	}
 	size, err := parseSize(*mem)
 	if err != nil {
 		return usage("--memory: %v", err)
 	}
-	if err := runStandalone(*firmware, disks, size, *cpus, *name); err != nil {
+	if *program != "" {
+		return runProgram(*program, fs.Args(), size, *cpus, *name, *choice)
+	}
+	if err := runStandalone(*firmware, disks, size, *cpus, *name, *choice); err != nil {
 		fmt.Fprintln(os.Stderr, "vmwp:", err)
 		return exitError
 	}
@@ -143,11 +161,17 @@ func Main(args []string) int {
 
 // runStandalone runs until the partition stops; an error unless the guest
 // powered off.
-func runStandalone(firmware string, disks []string, size uint64, cpus int, name string) error {
+func runStandalone(firmware string, disks []string, size uint64, cpus int, name, choice string) error {
 	if name == "" {
 		name = strings.TrimSuffix(filepath.Base(firmware), filepath.Ext(firmware))
 	}
+	pl, err := accel.Open(choice, 1)
+	if err != nil {
+		return err
+	}
+	defer pl.Close()
 	p, err := gen1.New(gen1.Config{
+		Platform:   pl,
 		Name:       name,
 		Firmware:   firmware,
 		Disks:      disks,
@@ -169,6 +193,37 @@ func runStandalone(firmware string, disks []string, size uint64, cpus int, name 
 		return fmt.Errorf("%s", reason)
 	}
 	return nil
+}
+
+// runProgram runs a Generation 2 program with the console on standard
+// output and input, and returns its exit status.
+func runProgram(program string, args []string, size uint64, cpus int, name, choice string) int {
+	if name == "" {
+		name = filepath.Base(program)
+	}
+	pl, err := accel.Open(choice, 2)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "vmwp:", err)
+		return exitError
+	}
+	defer pl.Close()
+	p, err := gen2.New(gen2.Config{Name: name, Program: program, Args: args, Memory: size, Processors: cpus,
+		Console: os.Stdout, ConsoleIn: os.Stdin, Platform: pl,
+		Logger: hclog.New(&hclog.LoggerOptions{Name: "vmwp", Output: os.Stderr, Level: hclog.Warn})})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "vmwp:", err)
+		return exitError
+	}
+	exit := p.Run()
+	p.Close()
+	if !exit.Clean {
+		fmt.Fprintln(os.Stderr, "vmwp:", exit.Message)
+		if exit.Report != "" {
+			fmt.Fprintln(os.Stderr, exit.Report)
+		}
+		return exitError
+	}
+	return exit.Code
 }
 
 // parseSize reads 64M, 1G, 512K or plain bytes.

@@ -473,7 +473,7 @@ func TestFlags(t *testing.T) {
 		{[]string{"--control-fd", "3", "--firmware", "x"}, 1, "--firmware"},
 		{[]string{"--control-fd", "-2"}, 1, "descriptor"},
 		{[]string{"--control-fd", "0"}, 1, "socket"}, // stdin: /dev/null
-		{[]string{"--memory", "64M"}, 1, "--firmware is required"},
+		{[]string{"--memory", "64M"}, 1, "one of --firmware (Generation 1) and --program (Generation 2) is required"},
 		{[]string{"--firmware", "x", "--serial", "file"}, 1, "only stdio"},
 		{[]string{"--firmware", "x", "extra"}, 1, "unexpected arguments"},
 		{[]string{"--no-such-flag"}, 2, "not defined"},

@@ -19,7 +19,7 @@ import (
 //
 //	go test -run '^$' -bench VMBusStream -benchtime 3x ./vsc/hv
 func BenchmarkVMBusStream(b *testing.B) {
-	testenv.RequireKVM(b)
+	testenv.Gen2Platform(b)
 	prog := buildGuest(b, "echoguest")
 	for _, c := range []struct {
 		size  int

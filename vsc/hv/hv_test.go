@@ -52,7 +52,7 @@ func runGuest(t testing.TB, r *rootSide, prog string, args ...string) (gen2.Exit
 // device over GPADL rings in its own memory and streams checksummed
 // packets, with completions, to a server on the root's side.
 func TestVMBusEchoInsidePartition(t *testing.T) {
-	testenv.RequireKVM(t)
+	testenv.Gen2Platform(t)
 	r := newRootSide(t)
 	exit, out, took := runGuest(t, r, buildGuest(t, "echoguest"), "5000", "completions")
 	t.Logf("console:\n%s", out)

@@ -13,8 +13,8 @@ const (
 	hypercallPage    = 0x7FFFFE000000
 	synicMessagePage = 0x7FFFFE001000
 	synicEventPage   = 0x7FFFFE002000
-	physicalWindow   = 0x7FF000000000
-	windowSize       = 4 << 30 // the largest partition's memory
+	physicalWindow   = 0x7F0000000000
+	windowSize       = 64 << 30 // the largest partition's memory
 
 	callPostMessage = 0x005C
 	callSignalEvent = 0x005D

@@ -7,7 +7,7 @@
 	.globl _start
 	.text
 	hcpage = 0x7FFFFE000000
-	window = 0x7FF000000000
+	window = 0x7F0000000000
 _start:
 	mov $0x8003, %ecx           /* alloc 3 pages */
 	mov $3, %edx

@@ -80,7 +80,7 @@ func main() {
 		if code&0xFFFF == 0x8002 {
 			continue // the wait: harmless, only slow
 		}
-		addrs := []uintptr{0, uintptr(r.Uint64()), uintptr(unsafe.Pointer(&buf[0])), 0x7FFFFE000000, 0x7FF000000000 + uintptr(r.Uint32())}
+		addrs := []uintptr{0, uintptr(r.Uint64()), uintptr(unsafe.Pointer(&buf[0])), 0x7FFFFE000000, 0x7F0000000000 + uintptr(r.Uint32())}
 		hv.Hypercall(code, addrs[r.IntN(len(addrs))], addrs[r.IntN(len(addrs))])
 	}
 	fmt.Println("hostile: hypercalls done")

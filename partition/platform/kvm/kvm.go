@@ -1,9 +1,13 @@
-// Package kvm is Partita's thin layer over Linux's /dev/kvm: a VM with
+// Package kvm is the KVM platform (package partition/platform): a
+// Generation 1 PC is a KVM VM with the in-kernel irqchip and PIT (pc.go),
+// and a Generation 2 program runs at CPL3 in a VM whose few CPL0
+// structures this package builds and whose traps it decodes (program.go).
+//
+// Underneath is Partita's thin layer over Linux's /dev/kvm: a VM with
 // memory slots, the in-kernel irqchip and PIT, ioeventfds and irqfds; its
 // vCPUs with their registers, special registers, FPU, MSRs and CPUID; and
 // one KVM_RUN at a time, whose exit the caller reads through typed
-// accessors. The worker builds its run loop, device bus and partition
-// lifecycle on top; nothing here knows about devices.
+// accessors. Nothing here knows about devices.
 //
 // Every ioctl and every use of unsafe in the worker lives in this package
 // (ioctl_unsafe.go). Types that mirror kernel structures say so and have
@@ -95,8 +99,10 @@ type System struct {
 	mmapSize int
 }
 
-// Open opens /dev/kvm and checks the API version and the capabilities every
-// partition needs.
+// Open opens /dev/kvm and checks the API version and the capabilities
+// every partition needs: user memory, ioeventfds and immediate exit. What
+// only a PC needs (the in-kernel irqchip and PIT) is checked when one is
+// made (PlatformDefaults).
 func Open() (*System, error) {
 	f, err := os.OpenFile("/dev/kvm", os.O_RDWR|unix.O_CLOEXEC, 0)
 	if err != nil {
@@ -110,7 +116,7 @@ func Open() (*System, error) {
 	for _, c := range []struct {
 		cap  uintptr
 		name string
-	}{{CapIRQChip, "irqchip"}, {CapUserMemory, "user memory"}, {CapIRQFD, "irqfd"}, {CapPIT2, "pit2"}, {CapIOEventFD, "ioeventfd"}, {CapImmediateExit, "immediate exit"}} {
+	}{{CapUserMemory, "user memory"}, {CapIOEventFD, "ioeventfd"}, {CapImmediateExit, "immediate exit"}} {
 		if n, err := s.Check(c.cap); err != nil || n <= 0 {
 			f.Close()
 			return nil, fmt.Errorf("%w: %s", ErrMissingCapability, c.name)
@@ -174,6 +180,14 @@ const (
 // TSS and identity-map pages just below the 4 GiB ROM, the in-kernel
 // PIC/IOAPIC/LAPIC and the PIT.
 func (vm *VM) PlatformDefaults() error {
+	for _, c := range []struct {
+		cap  uintptr
+		name string
+	}{{CapIRQChip, "irqchip"}, {CapPIT2, "pit2"}} {
+		if n, err := vm.sys.Check(c.cap); err != nil || n <= 0 {
+			return fmt.Errorf("%w: %s", ErrMissingCapability, c.name)
+		}
+	}
 	if _, err := ioctl(vm.f.Fd(), kvmSetTSSAddr, 0xFFFB_D000); err != nil {
 		return fmt.Errorf("set tss addr: %w", err)
 	}

@@ -1,0 +1,34 @@
+package testenv
+
+import (
+	"testing"
+
+	"github.com/partita-hv/partita/partition/accel"
+)
+
+// Gen2Platform returns the platform a Generation 2 partition gets here
+// (KVM where /dev/kvm opens, else ptrace). The ptrace platform needs no
+// package, so under CI its absence fails the test; elsewhere (a sandbox
+// that forbids ptrace) it skips with the reason.
+func Gen2Platform(t testing.TB) string {
+	t.Helper()
+	name, err := accel.Resolve(accel.Auto, 2)
+	if err == nil {
+		return name
+	}
+	if InCI() {
+		t.Fatalf("no platform for Generation 2: %v", err)
+	}
+	t.Skipf("no platform for Generation 2 here: %v", err)
+	return ""
+}
+
+// RequireGen1 skips the test where no platform runs a Generation 1
+// partition (today only KVM does, and no package provides /dev/kvm, so
+// this skips under CI too, with the reason).
+func RequireGen1(t testing.TB) {
+	t.Helper()
+	if _, err := accel.Resolve(accel.Auto, 1); err != nil {
+		t.Skipf("no platform for Generation 1 here: %v", err)
+	}
+}
