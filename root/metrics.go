@@ -24,8 +24,9 @@ type metrics struct {
 	consoleOut    *prometheus.CounterVec // by partition
 	consoleIn     *prometheus.CounterVec
 	partitions    *prometheus.Desc // by state, gathered
-	exits         *prometheus.Desc // by partition, reason, gathered from the workers
-	memory        *prometheus.Desc // by partition
+	platforms     *prometheus.Desc // by generation, platform: what each generation runs on here
+	exits         *prometheus.Desc // by partition, platform, reason, gathered from the workers
+	memory        *prometheus.Desc // by partition, platform
 	unserved      *prometheus.Desc // by partition, syscall number
 	vmbus         *prometheus.Desc // by partition, event: a Generation 2 partition's VMBus server counters
 }
@@ -44,9 +45,11 @@ func newMetrics(s *Service) *metrics {
 		consoleIn: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "partita_console_input_bytes_total",
 			Help: "Bytes sent to the guest's console (COM1) through the API."}, []string{"partition"}),
 		partitions: prometheus.NewDesc("partita_partitions", "Partitions, by state.", []string{"state"}, nil),
-		exits: prometheus.NewDesc("partita_vcpu_exits_total", "Virtual processor exits to the worker, by partition and exit reason (since the partition last started).",
-			[]string{"partition", "reason"}, nil),
-		memory: prometheus.NewDesc("partita_guest_memory_bytes", "Guest memory of running partitions.", []string{"partition"}, nil),
+		platforms: prometheus.NewDesc("partita_platform_info", "The platform each generation of partition runs on here (none: no platform can run it), chosen at start with --accel.",
+			[]string{"generation", "platform"}, nil),
+		exits: prometheus.NewDesc("partita_vcpu_exits_total", "Virtual processor exits to the worker, by partition, platform and exit reason (since the partition last started).",
+			[]string{"partition", "platform", "reason"}, nil),
+		memory: prometheus.NewDesc("partita_guest_memory_bytes", "Guest memory of running partitions, by partition and platform.", []string{"partition", "platform"}, nil),
 		unserved: prometheus.NewDesc("partita_guest_unserved_syscalls_total", "System calls of Generation 2 programs that got ENOSYS, by partition and system call number (since the partition last started).",
 			[]string{"partition", "syscall"}, nil),
 		vmbus: prometheus.NewDesc("partita_vmbus_events_total", "A Generation 2 partition's VMBus host, by event: messages from the guest, protocol_errors (messages dropped), channel_failures (channels closed for a fault), channels_opened, gpadls_created, device_faults (guest protocol violations the devices saw), and the rings' traffic: packets_from_guest and packets_to_guest (read and written by the devices), interrupts_to_guest, guest_wakeups (the guest's doorbells, several of which can make one wake-up). Since the partition last started.",
@@ -76,6 +79,7 @@ func (m *metrics) forget(name string) {
 // Describe implements prometheus.Collector.
 func (m *metrics) Describe(ch chan<- *prometheus.Desc) {
 	ch <- m.partitions
+	ch <- m.platforms
 	ch <- m.exits
 	ch <- m.memory
 	ch <- m.unserved
@@ -90,8 +94,8 @@ const statsTimeout = 500 * time.Millisecond
 func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 	s := m.s
 	type running struct {
-		name string
-		w    *worker
+		name, platform string
+		w              *worker
 	}
 	var rs []running
 	counts := map[uint16]int{}
@@ -99,10 +103,17 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 	for _, p := range s.byID {
 		counts[p.state]++
 		if p.worker != nil {
-			rs = append(rs, running{p.def.Name, p.worker})
+			rs = append(rs, running{p.def.Name, p.worker.platform, p.worker})
 		}
 	}
 	s.mu.Unlock()
+	for g := 1; g <= 2; g++ {
+		name := s.platformName(g)
+		if name == "" {
+			name = "none"
+		}
+		ch <- prometheus.MustNewConstMetric(m.platforms, prometheus.GaugeValue, 1, strconv.Itoa(g), name)
+	}
 	for _, st := range []uint16{wmiapi.StateRunning, wmiapi.StateOff, wmiapi.StatePaused, wmiapi.StateSaved, wmiapi.StateStarting,
 		wmiapi.StateStopping, wmiapi.StateShuttingDown, wmiapi.StatePausing, wmiapi.StateResuming} {
 		ch <- prometheus.MustNewConstMetric(m.partitions, prometheus.GaugeValue, float64(counts[st]), stateName(st))
@@ -111,7 +122,7 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 	// statsTimeout, not statsTimeout per worker.
 	var wg sync.WaitGroup
 	for _, r := range rs {
-		ch <- prometheus.MustNewConstMetric(m.memory, prometheus.GaugeValue, float64(r.w.mem.Size()), r.name)
+		ch <- prometheus.MustNewConstMetric(m.memory, prometheus.GaugeValue, float64(r.w.mem.Size()), r.name, r.platform)
 		if b := r.w.busOf(); b != nil {
 			for event, n := range b.stats() {
 				ch <- prometheus.MustNewConstMetric(m.vmbus, prometheus.CounterValue, float64(n), r.name, event)
@@ -132,7 +143,7 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 				if n++; n > maxExitReasons || len(reason) > 32 || !validLabel(reason) {
 					continue
 				}
-				ch <- prometheus.MustNewConstMetric(m.exits, prometheus.CounterValue, float64(count), r.name, reason)
+				ch <- prometheus.MustNewConstMetric(m.exits, prometheus.CounterValue, float64(count), r.name, r.platform, reason)
 			}
 			n = 0
 			for nr, count := range reply.Stats.Unserved {

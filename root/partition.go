@@ -24,6 +24,7 @@ type partition struct {
 	requested  uint16 // RequestedState
 	health     uint16
 	lastReason string
+	platform   string    // what its worker last ran it on
 	changed    time.Time // TimeOfLastStateChange
 	onSince    time.Time // when it last started running
 	worker     *worker
@@ -65,8 +66,9 @@ var (
 	statusOKText = []string{"Operating normally"}
 )
 
-// computerSystem renders p; the caller holds s.mu.
-func (p *partition) computerSystem(now time.Time) wmiapi.ComputerSystem {
+// computerSystem renders p, which runs (or would run) on platform; the
+// caller holds s.mu.
+func (p *partition) computerSystem(now time.Time, platform string) wmiapi.ComputerSystem {
 	cs := wmiapi.ComputerSystem{
 		ElementName:           p.def.Name,
 		Name:                  p.def.ID,
@@ -79,6 +81,7 @@ func (p *partition) computerSystem(now time.Time) wmiapi.ComputerSystem {
 		MemoryMB:              p.def.MemoryMB,
 		Processors:            p.def.Processors,
 		LastStopReason:        p.lastReason,
+		Platform:              platform,
 	}
 	if p.health != wmiapi.HealthOK {
 		cs.OperationalStatus = []uint16{wmiapi.OperationalDegraded}
@@ -238,10 +241,12 @@ func (s *Service) start(ctx context.Context, p *partition) error {
 		s.mu.Lock()
 		s.setState(p, wmiapi.StateOff)
 		p.lastReason = "start failed: " + err.Error()
+		p.health = wmiapi.HealthMajorFailure
 		s.mu.Unlock()
 		return err
 	}
 	s.mu.Lock()
+	p.platform = w.platform
 	p.worker = w
 	p.expectStop = false
 	p.health = wmiapi.HealthOK

@@ -16,6 +16,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/partita-hv/partita/partition/accel"
 	"github.com/partita-hv/partita/partition/control"
 
 	wmiapi "github.com/partita-hv/partita/wmi-api"
@@ -36,6 +37,9 @@ type Config struct {
 	// they sleep on its doorbell: 0 means host.DefaultPoll, a negative
 	// value not at all.
 	VMBusPoll time.Duration
+	// Accel chooses the platform that runs partitions (package
+	// partition/accel): auto (the default), kvm or ptrace.
+	Accel string
 }
 
 // Service is the root partition service: the registry of partitions, their
@@ -62,6 +66,16 @@ type Service struct {
 
 	spare          *worker // a worker waiting for a partition (see spare.go)
 	spareLaunching bool
+
+	// platforms is what cfg.Accel gives each generation here, found
+	// once at start: a platform name, or why there is none.
+	platforms [3]platformChoice
+}
+
+// platformChoice is the platform a generation gets, or why it gets none.
+type platformChoice struct {
+	name string
+	err  error
 }
 
 // job is one Msvm_ConcreteJob; its fields are guarded by Service.mu.
@@ -95,6 +109,12 @@ func New(cfg Config) (*Service, error) {
 	}
 	if cfg.DefaultGuest == "" {
 		cfg.DefaultGuest = filepath.Join(filepath.Dir(cfg.WorkerPath), "hvguest")
+	}
+	if cfg.Accel == "" {
+		cfg.Accel = accel.Auto
+	}
+	if err := accel.Check(cfg.Accel); err != nil {
+		return nil, err
 	}
 	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
 		return nil, fmt.Errorf("state directory: %w", err)
@@ -130,6 +150,7 @@ func New(cfg Config) (*Service, error) {
 		limits: limits{hostMemoryMB: hostMemoryMB()},
 		byID:   map[string]*partition{}, jobs: map[string]*job{}}
 	s.cond = sync.NewCond(&s.mu)
+	s.resolvePlatforms()
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.metrics = newMetrics(s)
 	if cfg.Registerer != nil {
@@ -208,7 +229,7 @@ func (s *Service) ListSystems() []wmiapi.ComputerSystem {
 	}
 	out := make([]wmiapi.ComputerSystem, len(s.byName))
 	for i, p := range s.byName {
-		out[i] = p.computerSystem(now)
+		out[i] = p.computerSystem(now, s.platformOf(p))
 	}
 	return out
 }
@@ -221,7 +242,7 @@ func (s *Service) GetSystem(name string) (wmiapi.ComputerSystem, error) {
 	if err != nil {
 		return wmiapi.ComputerSystem{}, err
 	}
-	return p.computerSystem(time.Now()), nil
+	return p.computerSystem(time.Now(), s.platformOf(p)), nil
 }
 
 // GetSettings returns a partition's definition in WMI terms.
@@ -270,7 +291,7 @@ func (s *Service) DefineSystem(req wmiapi.DefineSystemRequest) (wmiapi.DefineSys
 	}
 	p := s.add(d)
 	p.log.Info("defined", "generation", d.Generation, "memory_mb", d.MemoryMB, "processors", d.Processors)
-	return wmiapi.DefineSystemResult{ReturnValue: wmiapi.ReturnCompleted, ResultingSystem: p.computerSystem(time.Now()),
+	return wmiapi.DefineSystemResult{ReturnValue: wmiapi.ReturnCompleted, ResultingSystem: p.computerSystem(time.Now(), s.platformOf(p)),
 		ResultingResourceSettings: settingsOf(d).ResourceSettings}, nil
 }
 

@@ -32,7 +32,7 @@ func (s *Service) takeWorker() (*worker, error) {
 		}
 		s.log.Warn("the spare worker had died; launching one", "reason", w.exit.reason)
 	}
-	return launchWorker(s.cfg.WorkerPath, spareLabel, s.log.Named("spare"))
+	return launchWorker(s.cfg.WorkerPath, spareLabel, s.cfg.Accel, s.log.Named("spare"))
 }
 
 func spareID(w *worker) string { return fmt.Sprintf("spare-%d", w.pid()) }
@@ -47,7 +47,7 @@ func (s *Service) refillSpare() {
 	}
 	s.spareLaunching = true
 	s.mu.Unlock()
-	w, err := launchWorker(s.cfg.WorkerPath, spareLabel, s.log.Named("spare"))
+	w, err := launchWorker(s.cfg.WorkerPath, spareLabel, s.cfg.Accel, s.log.Named("spare"))
 	s.mu.Lock()
 	s.spareLaunching = false
 	if err != nil {

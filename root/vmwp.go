@@ -35,14 +35,16 @@ type workerExit struct {
 
 // worker is one running worker process, from the root's side.
 type worker struct {
-	log     hclog.Logger
-	cmd     *exec.Cmd
-	conn    *control.Conn
-	mem     *guestmem.Memory // the root's own mapping of guest memory, for VSPs
-	bus     *partitionBus    // a Generation 2 partition's VMBus host; set by start
-	in      *os.File         // the worker's COM1 input (its stdin)
-	stderr  *logLines
-	console *switchWriter
+	log  hclog.Logger
+	cmd  *exec.Cmd
+	conn *control.Conn
+	mem  *guestmem.Memory // the root's own mapping of guest memory, for VSPs
+	// platform is what the worker said runs the partition; set by start.
+	platform string
+	bus      *partitionBus // a Generation 2 partition's VMBus host; set by start
+	in       *os.File      // the worker's COM1 input (its stdin)
+	stderr   *logLines
+	console  *switchWriter
 
 	mu        sync.Mutex
 	seq       uint64
@@ -60,7 +62,7 @@ type worker struct {
 // output (sent wherever assign says), standard error for its log lines.
 // label is what ps shows as the partition (a spare's placeholder, which
 // the worker overwrites with the name once it has one).
-func launchWorker(exe, label string, log hclog.Logger) (*worker, error) {
+func launchWorker(exe, label, choice string, log hclog.Logger) (*worker, error) {
 	conn, theirs, err := control.Pair()
 	if err != nil {
 		return nil, err
@@ -75,7 +77,7 @@ func launchWorker(exe, label string, log hclog.Logger) (*worker, error) {
 	console := &switchWriter{}
 	cmd := &exec.Cmd{
 		Path:       exe,
-		Args:       []string{WorkerArgv0, "--partition", label, "--control-fd", "3"},
+		Args:       []string{WorkerArgv0, "--partition", label, "--control-fd", "3", "--accel", choice},
 		ExtraFiles: []*os.File{theirs},
 		Stdin:      inR,
 		Stdout:     console,
@@ -178,6 +180,9 @@ func (w *worker) start(ctx context.Context, d *Definition, bc busConfig) error {
 		files = append(files, guestEnd)
 	}
 	reply, err := w.request(ctx, &control.Message{Type: control.TypeStart, Start: st}, files...)
+	if err == nil {
+		w.platform = reply.Platform
+	}
 	if err != nil {
 		w.kill()
 		<-w.done

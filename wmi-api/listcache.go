@@ -29,7 +29,7 @@ func sameSystem(a, b *ComputerSystem) bool {
 		a.OnTimeInMilliseconds == b.OnTimeInMilliseconds && a.ProcessID == b.ProcessID &&
 		a.TimeOfLastStateChange.Equal(b.TimeOfLastStateChange) && a.InstallDate.Equal(b.InstallDate) &&
 		a.Generation == b.Generation && a.MemoryMB == b.MemoryMB && a.Processors == b.Processors &&
-		a.LastStopReason == b.LastStopReason
+		a.LastStopReason == b.LastStopReason && a.Platform == b.Platform
 }
 
 // encodeList returns the JSON encodings of list's elements, reusing

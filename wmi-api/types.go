@@ -141,6 +141,9 @@ type ComputerSystem struct {
 	MemoryMB       uint64 `json:"MemoryMB"`
 	Processors     int    `json:"Processors"`
 	LastStopReason string `json:"LastStopReason,omitempty"` // why it last went Off
+	// Platform runs its processors (kvm, ptrace): the one it runs on or
+	// ran on last, else the one it would get; empty if none can run it.
+	Platform string `json:"Platform,omitempty"`
 }
 
 // VirtualSystemSettingData is Msvm_VirtualSystemSettingData.

@@ -219,13 +219,16 @@ func TestEndToEnd(t *testing.T) {
 	g := []string{"--server", addr, "--state-dir", state}
 	args := func(a ...string) []string { return append(append([]string(nil), a...), g...) }
 
-	if out := h.ok(args("get-vm")...); out != "NAME  STATE  CPU  MEMORY  GEN  UPTIME  PID\n" {
+	if out := h.ok(args("get-vm")...); out != "NAME  STATE  CPU  MEMORY  GEN  PLATFORM  UPTIME  PID  STATUS\n" {
 		t.Errorf("get-vm with no partitions: %q", out)
 	}
 
 	out := h.ok(args("new-vm", "web1", "--generation", "1", "--memory", "128M", "--processors", "2",
 		"--firmware", "rom.bin", "--disk", "disk.raw", "--switch", "lan")...)
-	if r := rows(out); len(r) != 2 || strings.Join(r[1], " ") != "web1 Off 2 128M 1 00:00:00 -" {
+	// The platform column depends on the host: KVM, or none for
+	// Generation 1 without it.
+	if r := rows(out); len(r) != 2 || len(r[1]) < 9 || strings.Join(r[1][:5], " ") != "web1 Off 2 128M 1" ||
+		strings.Join(r[1][6:], " ") != "00:00:00 - Operating normally" {
 		t.Errorf("new-vm web1 printed:\n%s", out)
 	}
 	// The global flags also go before the verb.
@@ -378,11 +381,7 @@ func TestEndToEndGen1(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs vmms")
 	}
-	if f, err := os.OpenFile("/dev/kvm", os.O_RDWR, 0); err != nil {
-		t.Skipf("needs /dev/kvm: %v", err)
-	} else {
-		f.Close()
-	}
+	testenv.RequireGen1(t)
 	rom := testenv.RequireFile(t, testguest.SeaBIOS, "seabios")
 	work := t.TempDir()
 	img, mbr := testguest.ConsoleDisk(t, work)
@@ -396,7 +395,7 @@ func TestEndToEndGen1(t *testing.T) {
 	vm := func(out, state string) []string {
 		t.Helper()
 		r := rows(out)
-		if len(r) != 2 || len(r[1]) != 7 || r[1][0] != name || r[1][1] != state {
+		if len(r) != 2 || len(r[1]) < 9 || r[1][0] != name || r[1][1] != state {
 			t.Fatalf("want %s %s, got:\n%s", name, state, out)
 		}
 		return r[1]
@@ -470,11 +469,7 @@ func TestEndToEndGen2(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs vmms")
 	}
-	if f, err := os.OpenFile("/dev/kvm", os.O_RDWR, 0); err != nil {
-		t.Skipf("needs /dev/kvm: %v", err)
-	} else {
-		f.Close()
-	}
+	platform := testenv.Gen2Platform(t)
 	work := t.TempDir()
 	vmmsBin, hvctlBin := buildBinaries(t, t.TempDir())
 	state := t.TempDir()
@@ -487,6 +482,9 @@ func TestEndToEndGen2(t *testing.T) {
 	h.ok(hv("set-vmkvp", name, "--item", "Site=lab", "--item", "Rack=7")...)
 	h.ok(hv("start-vm", name)...)
 	waitFor(t, "banner", func() string { return h.ok(hv("get-vmconsole", name)...) }, "hvguest> ", 30*time.Second)
+	if r := rows(h.ok(hv("get-vm", name)...)); len(r) != 2 || len(r[1]) < 9 || r[1][1] != "Running" || r[1][5] != platform {
+		t.Errorf("get-vm of a running Generation 2 partition, want it on %s: %v", platform, r)
+	}
 	waitFor(t, "heartbeat", func() string { return h.ok(hv("get-vmintegrationservice", name)...) }, "OK", 15*time.Second)
 	waitFor(t, "KVP", func() string { return h.ok(hv("get-vmkvp", name)...) }, "OSName", 15*time.Second)
 	out := h.ok(hv("get-vmkvp", name)...)

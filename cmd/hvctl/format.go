@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"strconv"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -79,19 +80,38 @@ func newTable(w io.Writer) *tabwriter.Writer {
 	return tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
 }
 
-// writeSystems renders partitions as get-vm's table.
+// writeSystems renders partitions as get-vm's table; STATUS is Hyper-V's
+// Status column (the first status description: "Operating normally", or
+// why the partition is not).
 func writeSystems(w io.Writer, systems []wmiapi.ComputerSystem) error {
 	tw := newTable(w)
-	fmt.Fprintln(tw, "NAME\tSTATE\tCPU\tMEMORY\tGEN\tUPTIME\tPID")
+	fmt.Fprintln(tw, "NAME\tSTATE\tCPU\tMEMORY\tGEN\tPLATFORM\tUPTIME\tPID\tSTATUS")
 	for _, s := range systems {
-		pid := "-"
+		pid, platform, status := "-", "-", "-"
 		if s.ProcessID != 0 {
 			pid = strconv.Itoa(s.ProcessID)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%d\t%s\t%s\n", s.ElementName, stateName(s.EnabledState),
-			s.Processors, memoryString(s.MemoryMB), s.Generation, uptimeString(s.OnTimeInMilliseconds), pid)
+		if s.Platform != "" {
+			platform = s.Platform
+		}
+		if len(s.StatusDescriptions) > 0 && s.StatusDescriptions[0] != "" {
+			status = oneLine(s.StatusDescriptions[0])
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%d\t%s\t%s\t%s\t%s\n", s.ElementName, stateName(s.EnabledState),
+			s.Processors, memoryString(s.MemoryMB), s.Generation, platform, uptimeString(s.OnTimeInMilliseconds), pid, status)
 	}
 	return tw.Flush()
+}
+
+// oneLine keeps a table row on one line: line breaks and tabs become
+// spaces.
+func oneLine(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r == '\n' || r == '\r' || r == '\t' {
+			return ' '
+		}
+		return r
+	}, s)
 }
 
 // writeJob renders a job as get-job's table.

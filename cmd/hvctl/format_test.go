@@ -14,9 +14,9 @@ func TestWriteSystems(t *testing.T) {
 	var b bytes.Buffer
 	err := writeSystems(&b, []wmiapi.ComputerSystem{
 		{ElementName: "web1", Name: "6F3A", EnabledState: wmiapi.StateRunning, Processors: 2, MemoryMB: 512,
-			Generation: 1, OnTimeInMilliseconds: 3723_500, ProcessID: 4242},
+			Generation: 1, OnTimeInMilliseconds: 3723_500, ProcessID: 4242, Platform: "kvm", StatusDescriptions: []string{"Operating normally"}},
 		{ElementName: "build-server-2", EnabledState: wmiapi.StateOff, Processors: 16, MemoryMB: 4096,
-			Generation: 2},
+			Generation: 2, Platform: "ptrace", StatusDescriptions: []string{"start failed: no\nplatform"}},
 		{ElementName: "x", EnabledState: wmiapi.StatePaused, Processors: 1, MemoryMB: 64, Generation: 1,
 			OnTimeInMilliseconds: 2*86400_000 + 5_000, ProcessID: 7},
 	})
@@ -24,10 +24,10 @@ func TestWriteSystems(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := "" +
-		"NAME            STATE    CPU  MEMORY  GEN  UPTIME      PID\n" +
-		"web1            Running  2    512M    1    01:02:03    4242\n" +
-		"build-server-2  Off      16   4G      2    00:00:00    -\n" +
-		"x               Paused   1    64M     1    2.00:00:05  7\n"
+		"NAME            STATE    CPU  MEMORY  GEN  PLATFORM  UPTIME      PID   STATUS\n" +
+		"web1            Running  2    512M    1    kvm       01:02:03    4242  Operating normally\n" +
+		"build-server-2  Off      16   4G      2    ptrace    00:00:00    -     start failed: no platform\n" +
+		"x               Paused   1    64M     1    -         2.00:00:05  7     -\n"
 	if b.String() != want {
 		t.Errorf("table:\n%s\nwant:\n%s", b.String(), want)
 	}
@@ -36,7 +36,7 @@ func TestWriteSystems(t *testing.T) {
 	if err := writeSystems(&b, nil); err != nil {
 		t.Fatal(err)
 	}
-	if b.String() != "NAME  STATE  CPU  MEMORY  GEN  UPTIME  PID\n" {
+	if b.String() != "NAME  STATE  CPU  MEMORY  GEN  PLATFORM  UPTIME  PID  STATUS\n" {
 		t.Errorf("empty table: %q", b.String())
 	}
 }

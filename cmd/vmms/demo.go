@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"time"
 
 	"github.com/partita-hv/partita/root"
 	wmiapi "github.com/partita-hv/partita/wmi-api"
@@ -15,6 +16,22 @@ const (
 	demoGen2 = "demo-gen2"
 	seabios  = "/usr/share/seabios/bios.bin"
 )
+
+// waitJob waits for a state change to end (at most a minute).
+func waitJob(svc *root.Service, job wmiapi.ConcreteJob) (wmiapi.ConcreteJob, error) {
+	deadline := time.Now().Add(time.Minute)
+	for job.JobState == wmiapi.JobNew || job.JobState == wmiapi.JobStarting || job.JobState == wmiapi.JobRunning {
+		if time.Now().After(deadline) {
+			return job, fmt.Errorf("job %s still running after a minute", job.InstanceID)
+		}
+		time.Sleep(20 * time.Millisecond)
+		var err error
+		if job, err = svc.GetJob(job.InstanceID); err != nil {
+			return job, err
+		}
+	}
+	return job, nil
+}
 
 // demo defines (if need be) and starts a Generation 1 partition booting
 // SeaBIOS and a Generation 2 partition running hvguest, and says how to
@@ -51,12 +68,24 @@ func demo(svc *root.Service, hvctl string, say func(string)) {
 			}
 		}
 		if cs, err := svc.GetSystem(p.name); err == nil && cs.EnabledState == wmiapi.StateOff {
-			if _, err := svc.RequestStateChange(p.name, wmiapi.RequestRunning); err != nil {
+			job, err := svc.RequestStateChange(p.name, wmiapi.RequestRunning)
+			if err == nil {
+				job, err = waitJob(svc, job)
+			}
+			if err != nil {
 				say(fmt.Sprintf("demo: start %s: %v", p.name, err))
 				continue
 			}
+			if job.JobState != wmiapi.JobCompleted {
+				say(fmt.Sprintf("demo: %s (%s) did not start: %s", p.name, p.what, job.ErrorDescription))
+				continue
+			}
 		}
-		say(fmt.Sprintf("demo: %s (%s): %s get-vmconsole %s for its output so far, %s console %s to attach (%s; Ctrl-] detaches)",
-			p.name, p.what, hvctl, p.name, hvctl, p.name, p.try))
+		platform := ""
+		if cs, err := svc.GetSystem(p.name); err == nil && cs.Platform != "" {
+			platform = " on " + cs.Platform
+		}
+		say(fmt.Sprintf("demo: %s (%s%s): %s get-vmconsole %s for its output so far, %s console %s to attach (%s; Ctrl-] detaches)",
+			p.name, p.what, platform, hvctl, p.name, hvctl, p.name, p.try))
 	}
 }

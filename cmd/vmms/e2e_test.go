@@ -21,6 +21,7 @@ import (
 
 	"github.com/partita-hv/partita/internal/testenv"
 	"github.com/partita-hv/partita/internal/testguest"
+	"github.com/partita-hv/partita/partition/accel"
 	wmiapi "github.com/partita-hv/partita/wmi-api"
 )
 
@@ -361,7 +362,7 @@ func TestEndToEndGen1(t *testing.T) {
 	}
 	v.sendConsole(name, "after resume\n")
 	v.waitConsole(name, 20*time.Second, "AFTER RESUME")
-	if m := v.scrape(); !strings.Contains(m, `partita_vcpu_exits_total{partition="`+name+`",reason="io"}`) {
+	if m := v.scrape(); !strings.Contains(m, `partita_vcpu_exits_total{partition="`+name+`",platform="kvm",reason="io"}`) {
 		t.Errorf("no vCPU exit counts for %s in the scrape", name)
 	}
 
@@ -502,7 +503,7 @@ func (v *vmms) consoleText(name string) string {
 // program starts through the API, its output reaches the console
 // endpoint, it pauses and resumes, and it turns off.
 func TestGen2ProgramThroughTheAPI(t *testing.T) {
-	requireKVM(t)
+	testenv.Gen2Platform(t)
 	v := startVMMS(t, t.TempDir())
 	prog := testguest.Gen2Program(t, t.TempDir())
 	name := unique("gen2")
@@ -534,7 +535,7 @@ func TestGen2ProgramThroughTheAPI(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	m := v.scrape()
-	if !strings.Contains(m, `partita_vcpu_exits_total{partition="`+name+`",reason="syscall"}`) {
+	if !strings.Contains(m, `partita_vcpu_exits_total{partition="`+name+`",platform="`+testenv.Gen2Platform(t)+`",reason="syscall"}`) {
 		t.Errorf("no system-call count in the scrape")
 	}
 	// The program makes system call 500 once at start: unserved, counted.
@@ -554,7 +555,7 @@ func TestGen2ProgramThroughTheAPI(t *testing.T) {
 // gives it, and its output (goroutines, timers, a 64 MiB allocation)
 // reaches the console endpoint; it powers off when the program exits.
 func TestGoGuestThroughTheAPI(t *testing.T) {
-	requireKVM(t)
+	testenv.Gen2Platform(t)
 	v := startVMMS(t, t.TempDir())
 	prog := testguest.GoGuest(t, t.TempDir())
 	name := unique("goguest")
@@ -568,7 +569,7 @@ func TestGoGuestThroughTheAPI(t *testing.T) {
 // TestGen2ConsoleInput: bytes sent to a Gen2 partition's console through
 // the API reach its program's standard input.
 func TestGen2ConsoleInput(t *testing.T) {
-	requireKVM(t)
+	testenv.Gen2Platform(t)
 	v := startVMMS(t, t.TempDir())
 	prog := testguest.Gen2Echo(t, t.TempDir())
 	name := unique("g2echo")
@@ -598,7 +599,7 @@ func (v *vmms) defineGen2(name, prog string, memMB uint64, more ...wmiapi.Resour
 // ways; the heartbeat reads OK, turns to lost while the partition is
 // paused and OK again after resume; InitiateShutdown ends it cleanly.
 func TestHvguestThroughTheAPI(t *testing.T) {
-	requireKVM(t)
+	testenv.Gen2Platform(t)
 	v := startVMMS(t, t.TempDir())
 	name := unique("hvguest")
 	v.defineGen2(name, "", 64)
@@ -710,7 +711,7 @@ func (v *vmms) waitHeartbeat(name string, want uint16, limit time.Duration) {
 // most its own channels or partition; the root and another partition
 // (hvguest) keep running, and the faults are counted.
 func TestHostileGen2Guest(t *testing.T) {
-	requireKVM(t)
+	testenv.Gen2Platform(t)
 	v := startVMMS(t, t.TempDir())
 	good := unique("good")
 	v.startHvguest(good)
@@ -751,10 +752,22 @@ func TestHostileGen2Guest(t *testing.T) {
 // TestDemo: vmms --demo (what ./run starts) brings up a Generation 1
 // SeaBIOS partition and a Generation 2 hvguest partition.
 func TestDemo(t *testing.T) {
-	requireKVM(t)
+	testenv.Gen2Platform(t)
 	testenv.RequireFile(t, "/usr/share/seabios/bios.bin", "seabios")
 	v := startVMMS(t, t.TempDir(), "--demo")
-	v.waitConsole("demo-gen1", 60*time.Second, "SeaBIOS (version")
+	if _, err := accel.Resolve(accel.Auto, 1); err == nil {
+		v.waitConsole("demo-gen1", 60*time.Second, "SeaBIOS (version")
+	} else {
+		// Without KVM the demo's PC does not start, and says why.
+		cs := v.system("demo-gen1")
+		for deadline := time.Now().Add(30 * time.Second); cs.EnabledState != wmiapi.StateOff && time.Now().Before(deadline); cs = v.system("demo-gen1") {
+			time.Sleep(20 * time.Millisecond)
+		}
+		if cs.EnabledState != wmiapi.StateOff || cs.HealthState != wmiapi.HealthMajorFailure ||
+			!strings.Contains(cs.LastStopReason, "no platform runs a Generation 1 partition here (tried kvm:") {
+			t.Errorf("demo-gen1 without a platform: %+v", cs)
+		}
+	}
 	v.waitConsole("demo-gen2", 30*time.Second, "Partita hvguest: VMBus", "hvguest> ")
 	v.sendConsole("demo-gen2", "devices\n")
 	v.waitConsole("demo-gen2", 10*time.Second, "console (VMBus UART)")
@@ -764,7 +777,7 @@ func TestDemo(t *testing.T) {
 // down through its shutdown integration service; a guest without one
 // (a program that never connects VMBus) gets a job in Exception.
 func TestGen2ShutDownJob(t *testing.T) {
-	requireKVM(t)
+	testenv.Gen2Platform(t)
 	v := startVMMS(t, t.TempDir())
 	name := unique("g2shut")
 	v.startHvguest(name)
@@ -826,7 +839,7 @@ func (v *vmms) waitOff(name string, limit time.Duration) wmiapi.ComputerSystem {
 // goroutines than before (each start makes a memfd, a VMBus socket, and
 // an eventfd per channel doorbell).
 func TestGen2StartsLeakNothing(t *testing.T) {
-	requireKVM(t)
+	testenv.Gen2Platform(t)
 	v := startVMMS(t, t.TempDir())
 	name := unique("leak")
 	v.startHvguest(name)

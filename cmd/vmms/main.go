@@ -2,7 +2,12 @@
 // definitions, runs one worker process per running partition, and serves
 // the WMI-style management API and Prometheus metrics.
 //
-//	vmms [--state-dir DIR] [--listen ADDR|unix:PATH] [--log-format text|json] [--log-level info] [--no-spare-worker] [--demo]
+//	vmms [--state-dir DIR] [--listen ADDR|unix:PATH] [--accel auto|kvm|ptrace] [--log-format text|json] [--log-level info] [--no-spare-worker] [--demo]
+//
+// --accel chooses what runs the partitions' processors: kvm (needs
+// /dev/kvm), ptrace (Generation 2 programs, anywhere), or auto (the
+// default): KVM where /dev/kvm opens, else the generation's software
+// platform. The choice for each generation is logged at start.
 //
 // Every API route but /metrics and /healthz needs the bearer token in
 // DIR/api-token (made at first start, mode 0600). On SIGINT or SIGTERM
@@ -35,6 +40,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/partita-hv/partita/partition/accel"
 	"github.com/partita-hv/partita/root"
 	"github.com/partita-hv/partita/vmbus/host"
 	wmiapi "github.com/partita-hv/partita/wmi-api"
@@ -51,18 +57,22 @@ func main() {
 	noSpare := flag.Bool("no-spare-worker", false, "do not keep a worker process ready for the next start")
 	demoMode := flag.Bool("demo", false, "define and start a Generation 1 (SeaBIOS) and a Generation 2 (hvguest) partition")
 	vmbusPoll := flag.Duration("vmbus-poll", host.DefaultPoll, "how long VMBus devices poll a quiet channel before they sleep on its doorbell (0: not at all)")
+	choice := flag.String("accel", accel.Auto, "the platform: "+strings.Join(accel.Choices, ", ")+" (auto: KVM where /dev/kvm opens, else each generation's software platform)")
 	flag.Parse()
 	if flag.NArg() != 0 {
 		fmt.Fprintf(os.Stderr, "vmms: unexpected arguments %q\n", flag.Args())
 		os.Exit(2)
 	}
-	if err := run(*stateDir, *listen, *logFormat, *logLevel, *noSpare, *demoMode, *vmbusPoll); err != nil {
+	if err := run(*stateDir, *listen, *logFormat, *logLevel, *choice, *noSpare, *demoMode, *vmbusPoll); err != nil {
 		fmt.Fprintln(os.Stderr, "vmms:", err)
 		os.Exit(1)
 	}
 }
 
-func run(stateDir, listen, logFormat, logLevel string, noSpare, demoMode bool, vmbusPoll time.Duration) error {
+func run(stateDir, listen, logFormat, logLevel, choice string, noSpare, demoMode bool, vmbusPoll time.Duration) error {
+	if err := accel.Check(choice); err != nil {
+		return fmt.Errorf("--accel: %w", err)
+	}
 	if logFormat != "text" && logFormat != "json" {
 		return fmt.Errorf("--log-format %q: want text or json", logFormat)
 	}
@@ -80,7 +90,7 @@ func run(stateDir, listen, logFormat, logLevel string, noSpare, demoMode bool, v
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	svc, err := root.New(root.Config{StateDir: stateDir, Logger: log, Registerer: reg, NoSpare: noSpare, VMBusPoll: vmbusPoll})
+	svc, err := root.New(root.Config{StateDir: stateDir, Logger: log, Registerer: reg, NoSpare: noSpare, VMBusPoll: vmbusPoll, Accel: choice})
 	if err != nil {
 		return err
 	}

@@ -71,11 +71,25 @@ func Open(choice string, generation int) (platform.Platform, error) {
 		if err == nil {
 			return pl, nil
 		}
-		why = append(why, fmt.Sprintf("%s: %v", name, err))
+		msg := err.Error()
+		if !strings.HasPrefix(msg, name+":") {
+			msg = name + ": " + msg
+		}
+		why = append(why, msg)
 	}
-	return nil, fmt.Errorf("%w: no platform runs a Generation %d partition here (tried %s)",
-		platform.ErrUnavailable, generation, strings.Join(why, "; "))
+	hint := ""
+	if generation == 1 && choice != Ptrace {
+		hint = "; Generation 1 needs KVM in this version (a software CPU comes next), while Generation 2 runs without it on ptrace"
+	}
+	return nil, &noPlatform{fmt.Sprintf("no platform runs a Generation %d partition here (tried %s)%s", generation, strings.Join(why, "; "), hint)}
 }
+
+// noPlatform says why no platform can run a generation; it is a
+// platform.ErrUnavailable.
+type noPlatform struct{ msg string }
+
+func (e *noPlatform) Error() string { return e.msg }
+func (e *noPlatform) Unwrap() error { return platform.ErrUnavailable }
 
 // Resolve says which platform Open would take, without keeping it open,
 // or why none can run the generation.

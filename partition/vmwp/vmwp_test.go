@@ -69,7 +69,6 @@ func raceQuickExit() []string {
 // spawn starts a worker process with the control socket as descriptor 3.
 func spawn(t *testing.T, args ...string) *child {
 	t.Helper()
-	requireKVM(t)
 	exe, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
@@ -219,6 +218,7 @@ func (c *child) checkJSONLogs() []map[string]any {
 // on a disk: the start reply, COM1 on standard output, the stopped record
 // with PowerOff after the flush, exit 0.
 func TestControlledHello(t *testing.T) {
+	requireKVM(t)
 	img := filepath.Join(t.TempDir(), "disk.raw")
 	if err := disk.CreateRaw(img, 1<<20); err != nil {
 		t.Fatal(err)
@@ -249,6 +249,7 @@ func TestControlledHello(t *testing.T) {
 // a power button nobody listens to, records the worker must ignore, and
 // finally input that makes the guest power off.
 func TestControlled(t *testing.T) {
+	requireKVM(t)
 	const name = "controlled-partition-name"
 	c := spawn(t, "--partition", name)
 	if r := c.start(control.Start{Name: name, ID: "id-2", Generation: 1, Firmware: rom(t, "echo"),
@@ -342,6 +343,7 @@ func TestControlled(t *testing.T) {
 // the stop is reported and the worker exits 0. Requests after it get an
 // error, not a hang.
 func TestControlledTurnOff(t *testing.T) {
+	requireKVM(t)
 	c := spawn(t, "--partition", "off")
 	if r := c.start(control.Start{Name: "off", Generation: 1, Firmware: rom(t, "echo"), MemoryBytes: 16 << 20}, 16<<20); r.Error != "" {
 		t.Fatalf("start: %s", r.Error)
@@ -362,6 +364,7 @@ func TestControlledTurnOff(t *testing.T) {
 // TestControlledTripleFault: a guest crash is reported, and is no reason
 // for a non-zero exit.
 func TestControlledTripleFault(t *testing.T) {
+	requireKVM(t)
 	c := spawn(t)
 	if r := c.start(control.Start{Name: "triple", Generation: 1, Firmware: rom(t, "triple"), MemoryBytes: 16 << 20}, 16<<20); r.Error != "" {
 		t.Fatalf("start: %s", r.Error)
@@ -378,6 +381,7 @@ func TestControlledTripleFault(t *testing.T) {
 // TestControlledRootGone: when the root's end of the control socket
 // closes, the worker stops its partition, flushes and exits promptly.
 func TestControlledRootGone(t *testing.T) {
+	requireKVM(t)
 	c := spawn(t, "--partition", "orphan")
 	if r := c.start(control.Start{Name: "orphan", Generation: 1, Firmware: rom(t, "echo"), MemoryBytes: 16 << 20}, 16<<20); r.Error != "" {
 		t.Fatalf("start: %s", r.Error)
@@ -420,6 +424,44 @@ func TestControlledRootGoneBeforeStart(t *testing.T) {
 	}
 }
 
+// TestControlledGen2 runs a Generation 2 program under control (it
+// echoes its console input): the start reply names the platform, the
+// console is standard input and output, and the program's exit is the
+// partition powering off.
+func TestControlledGen2(t *testing.T) {
+	platform := testenv.Gen2Platform(t)
+	prog := testguest.Static64(t, t.TempDir(), filepath.Join("..", "gen2", "testdata", "echo.S"))
+	c := spawn(t, "--partition", "g2")
+	r := c.start(control.Start{Name: "g2", ID: "id-g2", Generation: 2, Program: prog, MemoryBytes: 16 << 20}, 16<<20)
+	if r.Error != "" || r.Platform != platform {
+		t.Fatalf("start reply %+v, want success on %s", r, platform)
+	}
+	io.WriteString(c.stdin, "over the console\n")
+	c.waitStdout("over the console\n")
+	c.stdin.Close()
+	m := c.next()
+	if m.Type != control.TypeStopped || !m.Stopped.PowerOff || m.Stopped.Reason != "program exited with status 0" {
+		t.Fatalf("got %+v (stopped %+v)", m, m.Stopped)
+	}
+	if code := c.wait(); code != 0 {
+		t.Errorf("exit %d", code)
+	}
+}
+
+// TestControlledNoPlatform: a start no platform can run is refused with
+// every platform tried and why.
+func TestControlledNoPlatform(t *testing.T) {
+	hello := rom(t, "hello")
+	c := spawn(t, "--accel", "ptrace")
+	r := c.start(control.Start{Generation: 1, Firmware: hello, MemoryBytes: 16 << 20}, 16<<20)
+	if !strings.Contains(r.Error, "no platform runs a Generation 1 partition here (tried ptrace: ") {
+		t.Errorf("start reply %q", r.Error)
+	}
+	if code := c.wait(); code == 0 {
+		t.Error("exit 0")
+	}
+}
+
 // TestControlledBadStart: start requests that cannot run are answered
 // with the reason, and the worker exits non-zero.
 func TestControlledBadStart(t *testing.T) {
@@ -438,6 +480,9 @@ func TestControlledBadStart(t *testing.T) {
 		{"too many processors", control.Start{Generation: 1, Firmware: hello, MemoryBytes: 16 << 20, Processors: 1000}, 16 << 20, "processors"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			if tc.st.Generation == 1 {
+				testenv.RequireGen1(t) // else the worker refuses for the platform first
+			}
 			c := spawn(t)
 			if r := c.start(tc.st, tc.size); !strings.Contains(r.Error, tc.want) {
 				t.Errorf("start reply error %q, want it to mention %q", r.Error, tc.want)
