@@ -49,7 +49,6 @@ type Service struct {
 	log     hclog.Logger
 	store   *store
 	lock    *os.File // holds the state directory's flock
-	limits  limits
 	metrics *metrics
 	token   string
 	ctx     context.Context // ends when the service closes
@@ -147,8 +146,7 @@ func New(cfg Config) (*Service, error) {
 		return nil, err
 	}
 	s := &Service{cfg: cfg, log: cfg.Logger, store: st, token: tok, lock: lock,
-		limits: limits{hostMemoryMB: hostMemoryMB()},
-		byID:   map[string]*partition{}, jobs: map[string]*job{}}
+		byID: map[string]*partition{}, jobs: map[string]*job{}}
 	s.cond = sync.NewCond(&s.mu)
 	s.resolvePlatforms()
 	s.ctx, s.cancel = context.WithCancel(context.Background())
@@ -271,7 +269,7 @@ func (s *Service) DefineSystem(req wmiapi.DefineSystemRequest) (wmiapi.DefineSys
 			return wmiapi.DefineSystemResult{}, err
 		}
 	}
-	if err := s.limits.check(d); err != nil {
+	if err := checkDefinition(d); err != nil {
 		return wmiapi.DefineSystemResult{}, err
 	}
 	d.Created = time.Now().UTC().Truncate(time.Millisecond)
@@ -352,7 +350,7 @@ func (s *Service) update(name string, idle bool, fn func(d *Definition) error) (
 	if err := fn(d); err != nil {
 		return nil, err
 	}
-	if err := s.limits.check(d); err != nil {
+	if err := checkDefinition(d); err != nil {
 		return nil, err
 	}
 	if other := s.named(d.Name); other != nil && other != p {

@@ -14,9 +14,10 @@ import (
 // Limits on definitions.
 const (
 	maxNameLen      = control.MaxNameLen
-	maxProcessors   = 64   // what the worker runs
-	maxGen1MemoryMB = 3584 // below the PCI hole at 3.5 GiB
-	maxDisksGen1    = 1    // the IDE primary master
+	maxProcessors   = 64    // what the worker runs
+	maxGen1MemoryMB = 3584  // below the PCI hole at 3.5 GiB
+	maxGen2MemoryMB = 65536 // Hyper-V's 64 GiB per VM of the design's era
+	maxDisksGen1    = 1     // the IDE primary master
 	maxDisksGen2    = 64
 	maxNICs         = 8
 	maxPartitions   = 1024
@@ -52,28 +53,8 @@ func invalid(format string, args ...any) error {
 	return fault(wmiapi.CodeInvalid, format, args...)
 }
 
-// limits are the host-dependent bounds a definition is checked against.
-type limits struct {
-	hostMemoryMB uint64
-}
-
-// hostMemoryMB reads MemTotal from /proc/meminfo.
-func hostMemoryMB() uint64 {
-	b, err := os.ReadFile("/proc/meminfo")
-	if err != nil {
-		return 0
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		var kb uint64
-		if _, err := fmt.Sscanf(line, "MemTotal: %d kB", &kb); err == nil {
-			return kb / 1024
-		}
-	}
-	return 0
-}
-
-// check validates a whole definition.
-func (l limits) check(d *Definition) error {
+// checkDefinition validates a whole definition.
+func checkDefinition(d *Definition) error {
 	if err := validName(d.Name); err != nil {
 		return err
 	}
@@ -85,11 +66,11 @@ func (l limits) check(d *Definition) error {
 	if d.MemoryMB == 0 {
 		return invalid("memory must be at least 1 MiB")
 	}
-	if d.MemoryMB > l.hostMemoryMB {
-		return invalid("memory %d MiB is more than the host has (%d MiB)", d.MemoryMB, l.hostMemoryMB)
-	}
-	if d.Generation == 2 && (d.MemoryMB < 4 || d.MemoryMB%2 != 0 || d.MemoryMB > 4096) {
-		return invalid("memory %d MiB: a Generation 2 partition takes 4 to 4096 MiB in whole 2 MiB pages", d.MemoryMB)
+	// Guest memory is sparse: only what the guest touches takes host
+	// memory, so a partition may be larger than the host (and a worker
+	// is the first the OOM killer takes, before the root; see vmwp).
+	if d.Generation == 2 && (d.MemoryMB < 4 || d.MemoryMB%2 != 0 || d.MemoryMB > maxGen2MemoryMB) {
+		return invalid("memory %d MiB: a Generation 2 partition takes 4 to %d MiB in whole 2 MiB pages", d.MemoryMB, maxGen2MemoryMB)
 	}
 	if d.Generation == 1 && d.MemoryMB > maxGen1MemoryMB {
 		return invalid("memory %d MiB: a Generation 1 partition has at most %d MiB", d.MemoryMB, maxGen1MemoryMB)

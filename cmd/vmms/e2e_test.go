@@ -893,3 +893,39 @@ func TestGen2StartsLeakNothing(t *testing.T) {
 		t.Errorf("goroutines grew from %d to %d over 8 starts", g0, g1)
 	}
 }
+
+// TestLargeGen2ThroughTheAPI: a Generation 2 partition of 64 GiB, more
+// than these hosts have, is defined and runs hvguest through the API;
+// its memory stays sparse (the worker's resident memory stays small), a
+// 66 GiB one is refused.
+func TestLargeGen2ThroughTheAPI(t *testing.T) {
+	testenv.Gen2Platform(t)
+	v := startVMMS(t, t.TempDir())
+	name := unique("big")
+	v.startGen2(name, "", 64<<10)
+	v.waitConsole(name, 30*time.Second, "hvguest> ")
+	cs := v.system(name)
+	if cs.MemoryMB != 64<<10 || cs.EnabledState != wmiapi.StateRunning {
+		t.Fatalf("%+v", cs)
+	}
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", cs.ProcessID))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rss := regexp.MustCompile(`VmRSS:\s+(\d+) kB`).FindSubmatch(status)
+	if rss == nil {
+		t.Fatalf("no VmRSS in %s", status)
+	}
+	if kb, _ := strconv.Atoi(string(rss[1])); kb > 512<<10 {
+		t.Errorf("the worker of a 64 GiB partition holds %d MiB", kb>>10)
+	}
+	if j := v.change(name, wmiapi.RequestOff); j.JobState != wmiapi.JobCompleted {
+		t.Fatalf("turn off: %+v", j)
+	}
+	code := v.call("POST", wmiapi.Prefix+"/Msvm_VirtualSystemManagementService/DefineSystem", wmiapi.DefineSystemRequest{
+		SystemSettings:   wmiapi.VirtualSystemSettingData{ElementName: unique("huge"), VirtualSystemSubType: wmiapi.SubTypeGen2},
+		ResourceSettings: []wmiapi.ResourceSettingData{{ResourceType: wmiapi.ResourceMemory, VirtualQuantity: 66 << 10}}}, nil)
+	if code != 422 {
+		t.Errorf("a 66 GiB partition: %d, want 422", code)
+	}
+}

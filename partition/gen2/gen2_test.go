@@ -1,11 +1,14 @@
 package gen2
 
 import (
+	"encoding/binary"
 	"io"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/partita-hv/partita/internal/testenv"
 	"github.com/partita-hv/partita/internal/testguest"
@@ -207,4 +210,39 @@ func TestBadConfig(t *testing.T) {
 			t.Errorf("%+v: got %v, want an error with %q", c.cfg, err, c.want)
 		}
 	}
+}
+
+// TestLargePartitionStaysSparse: a partition of 64 GiB (Hyper-V's most,
+// more than these hosts have) runs, its program takes physical pages up
+// to the top of its memory and writes the last of them, and the memory
+// the host spent on it stays small: untouched pages are never allocated
+// or cleared.
+func TestLargePartitionStaysSparse(t *testing.T) {
+	testenv.Gen2Platform(t)
+	const size = 64 << 30
+	var out testenv.Buffer
+	p, err := New(Config{Name: "big", Program: program(t, "bigmem"), Args: []string{"65536"}, Memory: size, Console: &out})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	exit := p.Run()
+	if !exit.Clean || exit.Code != 0 || len(out.String()) != 8 {
+		t.Fatalf("exit %+v; console %q", exit, out.String())
+	}
+	gpa := binary.LittleEndian.Uint64([]byte(out.String()))
+	if gpa < size-(256<<20) || gpa+4096 > size {
+		t.Fatalf("the last page taken is at %#x, not near the top of %#x", gpa, uint64(size))
+	}
+	if v := binary.LittleEndian.Uint64(p.mem.Bytes()[gpa:]); v != 0x5ca1ab1e0ddba11 {
+		t.Errorf("guest physical %#x holds %#x", gpa, v)
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(int(p.mem.File().Fd()), &st); err != nil {
+		t.Fatal(err)
+	}
+	if used := st.Blocks * 512; used > 64<<20 {
+		t.Errorf("the 64 GiB partition's memory holds %d MiB on the host", used>>20)
+	}
+	t.Logf("on %s: the page at %#x written; %d KiB of host memory behind the partition", p.Platform(), gpa, st.Blocks/2)
 }

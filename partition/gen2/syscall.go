@@ -288,11 +288,13 @@ func (p *Partition) mprotect(addr, length uint64, prot uint32) {
 	var parts []vma
 	for _, v := range p.as.vmas {
 		if v.end > addr && v.start < addr+length {
-			parts = append(parts, vma{max(v.start, addr), min(v.end, addr+length), prot})
+			part := v.part(max(v.start, addr), min(v.end, addr+length))
+			part.prot = prot
+			parts = append(parts, part)
 		}
 	}
 	for _, v := range parts {
-		p.as.add(v.start, v.end, v.prot)
+		p.as.addRange(v)
 	}
 }
 

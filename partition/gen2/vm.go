@@ -46,6 +46,24 @@ const (
 type vma struct {
 	start, end uint64
 	prot       uint32
+	// pa, if not 0, is the frame behind start: the range maps frames
+	// fixed in advance (the physical window), in order, rather than
+	// frames taken on first touch.
+	pa uint64
+}
+
+// part is the piece [start, end) of v, which holds it.
+func (v vma) part(start, end uint64) vma {
+	p := vma{start: start, end: end, prot: v.prot}
+	if v.pa != 0 {
+		p.pa = v.pa + (start - v.start)
+	}
+	return p
+}
+
+// joins reports whether w may follow v as one range.
+func (v vma) joins(w vma) bool {
+	return v.end == w.start && v.prot == w.prot && (v.pa == 0) == (w.pa == 0) && (v.pa == 0 || v.pa+(v.end-v.start) == w.pa)
 }
 
 // addressSpace is the program's: its ranges, page tables and frames.
@@ -55,7 +73,11 @@ type addressSpace struct {
 	faultAround uint64           // the block a fault backs (the platform's choice)
 	frames      *guestmem.PageAllocator
 	used        uint64 // frames taken
-	vmas        []vma  // sorted by start, disjoint
+	// fresh is the lowest frame never handed out: frames from there on
+	// still hold the memfd's zeroes and need no clearing, which keeps a
+	// large partition's memory sparse.
+	fresh uint64
+	vmas  []vma // sorted by start, disjoint
 }
 
 // freeFrames is how many frames are left.
@@ -68,7 +90,7 @@ func newAddressSpace(mem []byte, machine platform.Program) (*addressSpace, error
 	if err != nil {
 		return nil, err
 	}
-	return &addressSpace{mem: mem, machine: machine, faultAround: max(machine.FaultAround(), 4096), frames: frames}, nil
+	return &addressSpace{mem: mem, machine: machine, faultAround: max(machine.FaultAround(), 4096), frames: frames, fresh: userBase}, nil
 }
 
 var errNoMemory = errors.New("gen2: the partition's memory is used up")
@@ -80,8 +102,18 @@ func (as *addressSpace) frame() (uint64, error) {
 		return 0, errNoMemory
 	}
 	as.used++
-	clear(as.mem[pa : pa+4096])
+	as.zero(pa, 1)
 	return pa, nil
+}
+
+// zero clears frames taken from the allocator, but for those never
+// handed out before.
+func (as *addressSpace) zero(pa, pages uint64) {
+	end := pa + pages*4096
+	if pa < as.fresh {
+		clear(as.mem[pa:min(end, as.fresh)])
+	}
+	as.fresh = max(as.fresh, end)
 }
 
 // pte returns the address of the page-table entry for va, creating the
@@ -165,6 +197,16 @@ func (as *addressSpace) back(va uint64, write, exec bool) error {
 	if v == nil || write && v.prot&protWrite == 0 || exec && v.prot&protExec == 0 || !write && !exec && v.prot == 0 {
 		return errNoAccess
 	}
+	if v.pa != 0 {
+		// Fixed frames: map the block's pages to theirs.
+		block := va &^ (as.faultAround - 1)
+		for page := max(block, v.start); page < min(block+as.faultAround, v.end); page += 4096 {
+			if err := as.setPTE(page, v.pa+(page-v.start), v.prot); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
 	if err := as.mapPage(va&^0xFFF, v.prot); err != nil {
 		return err
 	}
@@ -192,14 +234,20 @@ const reserveFrames = 256
 
 // mapPage backs the page at va with a fresh frame (or keeps the one it
 // has) with the given protection.
-func (as *addressSpace) mapPage(va uint64, prot uint32) error {
+func (as *addressSpace) mapPage(va uint64, prot uint32) error { return as.setPTE(va, 0, prot) }
+
+// setPTE maps the page at va with the given protection: to frame, or
+// (frame 0) to the frame it has, or to a fresh one.
+func (as *addressSpace) setPTE(va, frame uint64, prot uint32) error {
 	e, err := as.pte(va, true)
 	if err != nil {
 		return err
 	}
 	le := binary.LittleEndian
 	v := le.Uint64(as.mem[e:])
-	if v&ptePresent == 0 {
+	if frame != 0 {
+		v = frame | ptePresent | pteUser
+	} else if v&ptePresent == 0 {
 		pa, err := as.frame()
 		if err != nil {
 			return err
@@ -234,22 +282,26 @@ func (as *addressSpace) free(start, end uint64) bool {
 	return i == len(as.vmas) || as.vmas[i].start >= end
 }
 
-// add records [start, end) with prot, replacing whatever overlapped it
-// and merging with neighbours of the same protection; false if the
-// program has too many ranges.
+// add records [start, end) with prot, frames taken on first touch.
 func (as *addressSpace) add(start, end uint64, prot uint32) bool {
-	as.remove(start, end)
-	i := sort.Search(len(as.vmas), func(i int) bool { return as.vmas[i].start >= start })
-	if i > 0 && as.vmas[i-1].end == start && as.vmas[i-1].prot == prot {
-		as.vmas[i-1].end = end
-		if i < len(as.vmas) && as.vmas[i].start == end && as.vmas[i].prot == prot {
+	return as.addRange(vma{start: start, end: end, prot: prot})
+}
+
+// addRange records n, replacing whatever overlapped it and merging with
+// neighbours it joins; false if the program has too many ranges.
+func (as *addressSpace) addRange(n vma) bool {
+	as.remove(n.start, n.end)
+	i := sort.Search(len(as.vmas), func(i int) bool { return as.vmas[i].start >= n.start })
+	if i > 0 && as.vmas[i-1].joins(n) {
+		as.vmas[i-1].end = n.end
+		if i < len(as.vmas) && as.vmas[i-1].joins(as.vmas[i]) {
 			as.vmas[i-1].end = as.vmas[i].end
 			as.vmas = append(as.vmas[:i], as.vmas[i+1:]...)
 		}
 		return true
 	}
-	if i < len(as.vmas) && as.vmas[i].start == end && as.vmas[i].prot == prot {
-		as.vmas[i].start = start
+	if i < len(as.vmas) && n.joins(as.vmas[i]) {
+		as.vmas[i].start, as.vmas[i].pa = n.start, n.pa
 		return true
 	}
 	if len(as.vmas) >= maxRanges {
@@ -257,7 +309,7 @@ func (as *addressSpace) add(start, end uint64, prot uint32) bool {
 	}
 	as.vmas = append(as.vmas, vma{})
 	copy(as.vmas[i+1:], as.vmas[i:])
-	as.vmas[i] = vma{start, end, prot}
+	as.vmas[i] = n
 	return true
 }
 
@@ -270,10 +322,10 @@ func (as *addressSpace) remove(start, end uint64) {
 			continue
 		}
 		if v.start < start {
-			out = append(out, vma{v.start, start, v.prot})
+			out = append(out, v.part(v.start, start))
 		}
 		if v.end > end {
-			out = append(out, vma{end, v.end, v.prot})
+			out = append(out, v.part(end, v.end))
 		}
 	}
 	as.vmas = out
@@ -361,15 +413,17 @@ func (as *addressSpace) copyOut(va uint64, b []byte) bool {
 	return true
 }
 
-// allocContiguous takes pages physically contiguous zeroed frames and maps
-// them read/write at window plus their physical address, so that the
+// allocContiguous takes pages physically contiguous zeroed frames and
+// gives them a range at window plus their physical address, so that the
 // program can both use them and name them to the host (ring buffers).
-// It returns the first frame's physical address.
+// It returns the first frame's physical address. The range is mapped on
+// first touch, like any other: allocating a large part of a large
+// partition costs nothing until the program uses it.
 //
-// Freed frames (freeContiguous) stay mapped in the window: taking a
-// mapping away needs TLB shootdown across vCPUs, which this version does
-// not do. A program that uses pages it freed corrupts only itself; the
-// same frames, allocated again, land at the same window address.
+// Freed frames (freeContiguous) stay in the window: taking a mapping
+// away needs TLB shootdown across vCPUs, which this version does not do.
+// A program that uses pages it freed corrupts only itself; the same
+// frames, allocated again, land at the same window address.
 func (as *addressSpace) allocContiguous(pages, window uint64) (uint64, error) {
 	if pages > as.freeFrames() {
 		return 0, errNoMemory
@@ -378,28 +432,12 @@ func (as *addressSpace) allocContiguous(pages, window uint64) (uint64, error) {
 	if err != nil {
 		return 0, errNoMemory
 	}
-	as.used += pages
-	clear(as.mem[pa : pa+pages*4096])
-	le := binary.LittleEndian
-	for i := uint64(0); i < pages; i++ {
-		frame := pa + i*4096
-		e, err := as.pte(window+frame, true)
-		if err != nil {
-			// Page tables need frames too; give back what this call took.
-			as.frames.Free(pa, int(pages))
-			as.used -= pages
-			return 0, err
-		}
-		le.PutUint64(as.mem[e:], frame|ptePresent|pteWrite|pteUser|1<<63)
-	}
-	if err := as.machine.Map(window+pa, pa, pages*4096, platform.ProtRead|platform.ProtWrite); err != nil {
-		return 0, err
-	}
-	if !as.add(window+pa, window+pa+pages*4096, protRead|protWrite) {
+	if !as.addRange(vma{start: window + pa, end: window + pa + pages*4096, prot: protRead | protWrite, pa: pa}) {
 		as.frames.Free(pa, int(pages))
-		as.used -= pages
 		return 0, errNoMemory
 	}
+	as.used += pages
+	as.zero(pa, pages)
 	return pa, nil
 }
 

@@ -66,6 +66,12 @@ func runControlled(fd int, label, choice string, nameErr error) int {
 	// by itself when the socket closes), flushing the disks first; a ^C
 	// or SIGTERM meant for the root's group must not cut that short.
 	signal.Ignore(syscall.SIGINT, syscall.SIGTERM)
+	// Guest memory is sparse and a partition may be larger than the host:
+	// if the host runs out, the kernel should end a worker (one
+	// partition), not the root.
+	if err := os.WriteFile("/proc/self/oom_score_adj", []byte("500"), 0); err != nil {
+		log.Warn("cannot make the worker the OOM killer's first choice", "error", err)
+	}
 
 	// Open the platforms and make a PC while the root has nothing for
 	// this worker yet (a spare) or is still sending the start request.
