@@ -719,7 +719,7 @@ func TestHostileGen2Guest(t *testing.T) {
 	bin := testguest.GoProgram(t, t.TempDir(), "cmd/vmms/testdata/hostileguest")
 	bad := unique("hostile")
 	v.startGen2(bad, bin, 64)
-	v.waitConsole(bad, 30*time.Second, "hostile: ring headers scribbled", "hostile: hypercalls done", "hostile: still alive")
+	v.waitConsole(bad, 30*time.Second, "hostile: ring headers scribbled", "hostile: hypercalls done", "hostile: system calls 0-450 done", "hostile: still alive")
 	// The counters, while it runs.
 	m := v.scrape()
 	for _, ev := range []string{"protocol_errors", "channel_failures"} {

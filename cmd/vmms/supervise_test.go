@@ -5,6 +5,7 @@ import (
 	"math/rand"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -13,6 +14,7 @@ import (
 
 	"encoding/json"
 
+	"github.com/partita-hv/partita/internal/testenv"
 	"github.com/partita-hv/partita/internal/testguest"
 	wmiapi "github.com/partita-hv/partita/wmi-api"
 )
@@ -308,4 +310,73 @@ func TestTurnOffOverridesShutDown(t *testing.T) {
 	if cs := v.system(name); cs.EnabledState != wmiapi.StateOff || cs.LastStopReason != "turned off" {
 		t.Fatalf("after: %+v", cs)
 	}
+}
+
+// TestNoStubOutlivesItsWorker: on ptrace a Generation 2 program runs as
+// a stub process the worker traces; kill -9 of the worker leaves no stub
+// running (PTRACE_O_EXITKILL and the stub's parent-death signal), its
+// partition goes Off with the reason, and it starts again.
+func TestNoStubOutlivesItsWorker(t *testing.T) {
+	if testenv.Gen2Platform(t) != "ptrace" {
+		t.Skip("the Generation 2 platform here is not ptrace: there is no stub")
+	}
+	v := startVMMS(t, t.TempDir(), "--accel", "ptrace")
+	name := unique("stub")
+	v.startHvguest(name)
+	worker := v.system(name).ProcessID
+	stubs := children(worker, "partita-stub")
+	if len(stubs) != 1 {
+		t.Fatalf("worker %d has stubs %v, want one", worker, stubs)
+	}
+	if err := syscall.Kill(worker, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	if cs := v.waitOff(name, 5*time.Second); !strings.Contains(cs.LastStopReason, "killed") {
+		t.Errorf("after kill -9 of the worker: %+v", cs)
+	}
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if !alive(stubs[0]) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("stub %d still runs 5 s after its worker was killed", stubs[0])
+		}
+	}
+	if j := v.change(name, wmiapi.RequestRunning); j.JobState != wmiapi.JobCompleted {
+		t.Fatalf("start again: %+v", j)
+	}
+	v.waitConsole(name, 30*time.Second, "hvguest> ")
+	if j := v.change(name, wmiapi.RequestOff); j.JobState != wmiapi.JobCompleted {
+		t.Fatalf("turn off: %+v", j)
+	}
+}
+
+// children lists the processes named comm whose parent is ppid.
+func children(ppid int, comm string) []int {
+	var pids []int
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		status, err := os.ReadFile(filepath.Join("/proc", e.Name(), "status"))
+		if err != nil {
+			continue
+		}
+		if strings.Contains(string(status), "Name:\t"+comm+"\n") && strings.Contains(string(status), fmt.Sprintf("\nPPid:\t%d\n", ppid)) {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+// alive reports whether process pid exists and is not a zombie.
+func alive(pid int) bool {
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	i := strings.LastIndexByte(string(stat), ')')
+	return i < 0 || i+2 >= len(stat) || stat[i+2] != 'Z'
 }

@@ -246,3 +246,66 @@ func TestLargePartitionStaysSparse(t *testing.T) {
 	}
 	t.Logf("on %s: the page at %#x written; %d KiB of host memory behind the partition", p.Platform(), gpa, st.Blocks/2)
 }
+
+// TestHostilePrograms runs testdata/attack.S's attacks on the platform:
+// the 32-bit system-call gates, privileged instructions, port I/O, jumps
+// into unmapped memory, into the platform's own code and into the
+// kernel's vsyscall page, a non-canonical stack, self-modifying code
+// (which works), and system calls that would reach beyond the partition
+// (fork, exec, ptrace, signals to other processes, files, sockets), which
+// must all fail. Each attack ends its own partition with the reason, or
+// is refused; the worker goes on to the next.
+func TestHostilePrograms(t *testing.T) {
+	platform := testenv.Gen2Platform(t)
+	prog := program(t, "attack")
+	for _, c := range []struct {
+		mode string
+		want []string // one of them in the fault's message
+	}{
+		{"int80", []string{"#GP"}},
+		{"sysenter", []string{"#UD", "#GP"}},
+		{"hlt", []string{"#GP"}},
+		{"cli", []string{"#GP"}},
+		{"rdmsr", []string{"#GP"}},
+		{"cr3", []string{"#GP"}},
+		{"out", []string{"#GP"}},
+		{"jump", []string{"#PF page fault at rip 0x5000000000"}},
+		{"stub", []string{"#BP", "#PF"}},
+		{"vsyscall", []string{"seccomp", "#PF", "#GP"}},
+		{"stack", []string{"#SS", "#GP"}},
+	} {
+		t.Run(c.mode, func(t *testing.T) {
+			exit, _, _ := runNamed(t, "attack-"+c.mode, prog)
+			ok := false
+			for _, w := range c.want {
+				ok = ok || strings.Contains(exit.Message, w)
+			}
+			if exit.Clean || !ok || !strings.HasPrefix(exit.Message, "program fault: ") {
+				t.Fatalf("on %s: %+v, want a program fault naming one of %q", platform, exit, c.want)
+			}
+			t.Logf("%s", exit.Message)
+		})
+	}
+	for _, c := range []struct {
+		mode string
+		code int
+	}{{"smc", 42}, {"procs", 0}} {
+		t.Run(c.mode, func(t *testing.T) {
+			if exit, _, _ := runNamed(t, "attack-"+c.mode, prog); !exit.Clean || exit.Code != c.code {
+				t.Errorf("on %s: %+v, want exit %d", platform, exit, c.code)
+			}
+		})
+	}
+}
+
+// runNamed runs prog in a partition of that name (its argv[0]).
+func runNamed(t *testing.T, name, prog string) (Exit, string, *Partition) {
+	t.Helper()
+	var out testenv.Buffer
+	p, err := New(Config{Name: name, Program: prog, Memory: 16 << 20, Console: &out})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Close() })
+	return p.Run(), out.String(), p
+}

@@ -102,8 +102,10 @@ func (p *Partition) serve(t *thread, th platform.Thread, nr, a0, a1, a2, a3, a4 
 	case sysFutex:
 		ret = p.futex(a0, a1, a2, a3)
 	case sysTgkill, sysTkill, sysKill:
-		// Signals are not delivered: the Go runtime's preemption
-		// requests are dropped.
+		// Signals are not delivered: a program's signals to itself (the
+		// Go runtime's preemption requests) are dropped, and there is no
+		// other process to signal.
+		ret = p.signal(nr, a0, a1)
 	case sysExit:
 		if p.exitThread(t) {
 			return 0, Exit{Clean: true, Code: int(a0 & 0xFF), Message: fmt.Sprintf("program exited with status %d", a0&0xFF)}, partitionEnds
@@ -329,6 +331,30 @@ func (p *Partition) archPrctl(th platform.Thread, code, addr uint64) int64 {
 		return 0
 	}
 	return -eINVAL
+}
+
+// signal answers kill, tkill and tgkill: 0 for the program itself (the
+// partition's only process, pid 1) or one of its threads, ESRCH for
+// anything else; nothing is delivered. The caller holds p.mu.
+func (p *Partition) signal(nr, a0, a1 uint64) int64 {
+	const eSRCH = 3
+	self := func(pid uint64) bool { return int32(pid) == 1 }
+	thread := func(tid uint64) bool { return int32(tid) > 0 && p.threads[int(int32(tid))] != nil }
+	switch nr {
+	case sysKill:
+		if self(a0) {
+			return 0
+		}
+	case sysTkill:
+		if thread(a0) {
+			return 0
+		}
+	case sysTgkill:
+		if self(a0) && thread(a1) {
+			return 0
+		}
+	}
+	return -eSRCH
 }
 
 // signals records signal dispositions and masks without delivering

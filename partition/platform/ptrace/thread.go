@@ -206,18 +206,24 @@ func (t *thread) applyMappings() (kicked bool, err error) {
 	return kicked, nil
 }
 
-// Close makes the stub thread exit and reaps it.
+// Close makes the stub thread exit and reaps it. A thread that cannot be
+// made to exit takes the stub with it (SIGKILL ends every thread), so
+// that nothing of the program runs on unwatched.
 func (t *thread) Close() error {
-	if t.dead != "" {
-		t.reap()
-		return nil
+	if t.dead == "" {
+		r := t.regs
+		r.Rax, r.Orig_rax, r.Rip, r.Rdi = unix.SYS_EXIT, ^uint64(0), stubCallSite, 0
+		r.Rsp, r.Eflags = 0, userFlags(0)
+		err := t.tr.setRegs(&r)
+		if err == nil {
+			err = unix.PtraceCont(t.tr.tid, 0)
+		}
+		if err != nil {
+			t.p.log.Error("a stub thread would not exit: killing the stub", "tid", t.tr.tid, "error", err)
+			unix.Tgkill(t.p.pid, t.tr.tid, unix.SIGKILL)
+		}
+		t.setDead("closed")
 	}
-	r := t.regs
-	r.Rax, r.Orig_rax, r.Rip, r.Rdi = unix.SYS_EXIT, ^uint64(0), stubCallSite, 0
-	if err := t.tr.setRegs(&r); err == nil {
-		unix.PtraceCont(t.tr.tid, 0)
-	}
-	t.setDead("closed")
 	t.reap()
 	return nil
 }

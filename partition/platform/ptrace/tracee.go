@@ -119,7 +119,9 @@ func (t *tracee) resume(sig int) error {
 // that arrives meanwhile is reported in kicked.
 func (t *tracee) inject(base *unix.PtraceRegs, site uint64, nr uint64, args ...uint64) (ret uint64, kicked bool, err error) {
 	r := *base
-	r.Rax, r.Orig_rax, r.Rip = nr, ^uint64(0), site
+	// The call needs no stack, and a program's hostile stack pointer (a
+	// non-canonical one) must not stop the return to the site.
+	r.Rax, r.Orig_rax, r.Rip, r.Rsp = nr, ^uint64(0), site, 0
 	dst := []*uint64{&r.Rdi, &r.Rsi, &r.Rdx, &r.R10, &r.R8, &r.R9}
 	for i, a := range args {
 		*dst[i] = a

@@ -1,7 +1,8 @@
 // Command hostileguest is a Generation 2 test guest that attacks its own
 // partition's VMBus: garbage hypercalls (random codes, inputs and
 // outputs, posting garbage channel messages to the root), garbage in a
-// channel's ring headers, and garbage in its SynIC pages. It reports each
+// channel's ring headers, every system call number from 0 to 450 with
+// random arguments, and garbage in its SynIC pages. It reports each
 // step on its standard output (the debug console) and, still alive at the
 // end, waits for a line on its standard input, then exits 0.
 package main
@@ -10,6 +11,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"syscall"
 	"time"
 	"unsafe"
 
@@ -85,6 +87,16 @@ func main() {
 	}
 	fmt.Println("hostile: hypercalls done")
 
+	// Every system call number from 0 to 450, three times each, with
+	// random arguments: the worker's shim serves or refuses each, and
+	// none reaches the host. Calls that would end the program (exit,
+	// clone, arch_prctl, which moves its thread pointer) are left out,
+	// calls on memory ranges get ranges in a region of their own (not
+	// the program's heap), calls on descriptors get descriptors that
+	// are not the Go runtime's poller's, and waits get no time to wait.
+	syscalls(r)
+	fmt.Println("hostile: system calls 0-450 done")
+
 	// Garbage in its own SynIC pages.
 	for _, pg := range []uintptr{synicMessagePage, synicEventPage} {
 		p := unsafe.Slice((*byte)(unsafe.Add(unsafe.Pointer(nil), pg)), 4096)
@@ -101,6 +113,55 @@ func main() {
 	var b [1]byte
 	os.Stdin.Read(b[:])
 	os.Exit(0)
+}
+
+// syscalls throws system calls 0 to 450 with random arguments.
+func syscalls(r *rand.Rand) {
+	scratch := make([]byte, 4096)
+	for i := range scratch {
+		scratch[i] = 0xFF // a timespec here is negative: no sleep
+	}
+	region, err := syscall.Mmap(-1, 0, 1<<20, syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_PRIVATE|syscall.MAP_ANON)
+	if err != nil {
+		fail(err)
+	}
+	regionAt := uintptr(unsafe.Pointer(&region[0]))
+	pick := func() uintptr {
+		switch r.IntN(5) {
+		case 0:
+			return uintptr(r.IntN(8))
+		case 1:
+			return uintptr(unsafe.Pointer(&scratch[r.IntN(len(scratch))]))
+		case 2:
+			return ^uintptr(0)
+		}
+		return uintptr(r.Uint64())
+	}
+	for nr := uintptr(0); nr <= 450; nr++ {
+		switch nr {
+		case syscall.SYS_EXIT, syscall.SYS_EXIT_GROUP, syscall.SYS_CLONE, 435, syscall.SYS_ARCH_PRCTL:
+			continue
+		}
+		for k := 0; k < 3; k++ {
+			var a [6]uintptr
+			for i := range a {
+				a[i] = pick()
+			}
+			switch nr {
+			case syscall.SYS_MMAP, syscall.SYS_MUNMAP, syscall.SYS_MPROTECT, syscall.SYS_MADVISE, syscall.SYS_MREMAP, syscall.SYS_MSYNC, syscall.SYS_MINCORE:
+				a[0] = regionAt + uintptr(r.IntN(256))*4096
+				a[1] = uintptr(r.IntN(256)) * 4096
+			case syscall.SYS_READ, syscall.SYS_CLOSE, syscall.SYS_EPOLL_CTL:
+				a[0] |= 64 // not standard input, not the poller's epoll or eventfd
+				a[2] |= 64
+			case syscall.SYS_EPOLL_WAIT, syscall.SYS_EPOLL_PWAIT:
+				a[3] = 0 // no timeout
+			case syscall.SYS_FUTEX:
+				a[1] = 1 // FUTEX_WAKE: a wait on random words could wait forever
+			}
+			syscall.RawSyscall6(nr, a[0], a[1], a[2], a[3], a[4], a[5])
+		}
+	}
 }
 
 func fail(err error) {
