@@ -19,6 +19,7 @@ import (
 
 	"github.com/partita-hv/partita/internal/testenv"
 	"github.com/partita-hv/partita/internal/testguest"
+	"github.com/partita-hv/partita/internal/testplatform"
 	wmiapi "github.com/partita-hv/partita/wmi-api"
 )
 
@@ -381,7 +382,7 @@ func TestEndToEndGen1(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs vmms")
 	}
-	testenv.RequireGen1(t)
+	testplatform.RequireGen1(t)
 	rom := testenv.RequireFile(t, testguest.SeaBIOS, "seabios")
 	work := t.TempDir()
 	img, mbr := testguest.ConsoleDisk(t, work)
@@ -469,7 +470,7 @@ func TestEndToEndGen2(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs vmms")
 	}
-	platform := testenv.Gen2Platform(t)
+	platform := testplatform.Gen2(t)
 	work := t.TempDir()
 	vmmsBin, hvctlBin := buildBinaries(t, t.TempDir())
 	state := t.TempDir()

@@ -21,6 +21,7 @@ import (
 
 	"github.com/partita-hv/partita/internal/testenv"
 	"github.com/partita-hv/partita/internal/testguest"
+	"github.com/partita-hv/partita/internal/testplatform"
 	"github.com/partita-hv/partita/partition/accel"
 	wmiapi "github.com/partita-hv/partita/wmi-api"
 )
@@ -503,7 +504,7 @@ func (v *vmms) consoleText(name string) string {
 // program starts through the API, its output reaches the console
 // endpoint, it pauses and resumes, and it turns off.
 func TestGen2ProgramThroughTheAPI(t *testing.T) {
-	testenv.Gen2Platform(t)
+	testplatform.Gen2(t)
 	v := startVMMS(t, t.TempDir())
 	prog := testguest.Gen2Program(t, t.TempDir())
 	name := unique("gen2")
@@ -535,7 +536,7 @@ func TestGen2ProgramThroughTheAPI(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	m := v.scrape()
-	if !strings.Contains(m, `partita_vcpu_exits_total{partition="`+name+`",platform="`+testenv.Gen2Platform(t)+`",reason="syscall"}`) {
+	if !strings.Contains(m, `partita_vcpu_exits_total{partition="`+name+`",platform="`+testplatform.Gen2(t)+`",reason="syscall"}`) {
 		t.Errorf("no system-call count in the scrape")
 	}
 	// The program makes system call 500 once at start: unserved, counted.
@@ -555,7 +556,7 @@ func TestGen2ProgramThroughTheAPI(t *testing.T) {
 // gives it, and its output (goroutines, timers, a 64 MiB allocation)
 // reaches the console endpoint; it powers off when the program exits.
 func TestGoGuestThroughTheAPI(t *testing.T) {
-	testenv.Gen2Platform(t)
+	testplatform.Gen2(t)
 	v := startVMMS(t, t.TempDir())
 	prog := testguest.GoGuest(t, t.TempDir())
 	name := unique("goguest")
@@ -569,7 +570,7 @@ func TestGoGuestThroughTheAPI(t *testing.T) {
 // TestGen2ConsoleInput: bytes sent to a Gen2 partition's console through
 // the API reach its program's standard input.
 func TestGen2ConsoleInput(t *testing.T) {
-	testenv.Gen2Platform(t)
+	testplatform.Gen2(t)
 	v := startVMMS(t, t.TempDir())
 	prog := testguest.Gen2Echo(t, t.TempDir())
 	name := unique("g2echo")
@@ -599,7 +600,7 @@ func (v *vmms) defineGen2(name, prog string, memMB uint64, more ...wmiapi.Resour
 // ways; the heartbeat reads OK, turns to lost while the partition is
 // paused and OK again after resume; InitiateShutdown ends it cleanly.
 func TestHvguestThroughTheAPI(t *testing.T) {
-	testenv.Gen2Platform(t)
+	testplatform.Gen2(t)
 	v := startVMMS(t, t.TempDir())
 	name := unique("hvguest")
 	v.defineGen2(name, "", 64)
@@ -711,7 +712,7 @@ func (v *vmms) waitHeartbeat(name string, want uint16, limit time.Duration) {
 // most its own channels or partition; the root and another partition
 // (hvguest) keep running, and the faults are counted.
 func TestHostileGen2Guest(t *testing.T) {
-	testenv.Gen2Platform(t)
+	testplatform.Gen2(t)
 	v := startVMMS(t, t.TempDir())
 	good := unique("good")
 	v.startHvguest(good)
@@ -752,7 +753,7 @@ func TestHostileGen2Guest(t *testing.T) {
 // TestDemo: vmms --demo (what ./run starts) brings up a Generation 1
 // SeaBIOS partition and a Generation 2 hvguest partition.
 func TestDemo(t *testing.T) {
-	testenv.Gen2Platform(t)
+	testplatform.Gen2(t)
 	testenv.RequireFile(t, "/usr/share/seabios/bios.bin", "seabios")
 	v := startVMMS(t, t.TempDir(), "--demo")
 	if _, err := accel.Resolve(accel.Auto, 1); err == nil {
@@ -768,6 +769,12 @@ func TestDemo(t *testing.T) {
 			t.Errorf("demo-gen1 without a platform: %+v", cs)
 		}
 	}
+	// The demo defines its partitions one after the other.
+	for deadline := time.Now().Add(30 * time.Second); v.call("GET", wmiapi.Prefix+"/Msvm_ComputerSystem/demo-gen2", nil, nil) != 200; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the demo never defined demo-gen2")
+		}
+	}
 	v.waitConsole("demo-gen2", 30*time.Second, "Partita hvguest: VMBus", "hvguest> ")
 	v.sendConsole("demo-gen2", "devices\n")
 	v.waitConsole("demo-gen2", 10*time.Second, "console (VMBus UART)")
@@ -777,7 +784,7 @@ func TestDemo(t *testing.T) {
 // down through its shutdown integration service; a guest without one
 // (a program that never connects VMBus) gets a job in Exception.
 func TestGen2ShutDownJob(t *testing.T) {
-	testenv.Gen2Platform(t)
+	testplatform.Gen2(t)
 	v := startVMMS(t, t.TempDir())
 	name := unique("g2shut")
 	v.startHvguest(name)
@@ -839,7 +846,7 @@ func (v *vmms) waitOff(name string, limit time.Duration) wmiapi.ComputerSystem {
 // goroutines than before (each start makes a memfd, a VMBus socket, and
 // an eventfd per channel doorbell).
 func TestGen2StartsLeakNothing(t *testing.T) {
-	testenv.Gen2Platform(t)
+	testplatform.Gen2(t)
 	v := startVMMS(t, t.TempDir())
 	name := unique("leak")
 	v.startHvguest(name)
@@ -899,7 +906,7 @@ func TestGen2StartsLeakNothing(t *testing.T) {
 // its memory stays sparse (the worker's resident memory stays small), a
 // 66 GiB one is refused.
 func TestLargeGen2ThroughTheAPI(t *testing.T) {
-	testenv.Gen2Platform(t)
+	testplatform.Gen2(t)
 	v := startVMMS(t, t.TempDir())
 	name := unique("big")
 	v.startGen2(name, "", 64<<10)

@@ -14,8 +14,8 @@ import (
 
 	"encoding/json"
 
-	"github.com/partita-hv/partita/internal/testenv"
 	"github.com/partita-hv/partita/internal/testguest"
+	"github.com/partita-hv/partita/internal/testplatform"
 	wmiapi "github.com/partita-hv/partita/wmi-api"
 )
 
@@ -317,7 +317,7 @@ func TestTurnOffOverridesShutDown(t *testing.T) {
 // running (PTRACE_O_EXITKILL and the stub's parent-death signal), its
 // partition goes Off with the reason, and it starts again.
 func TestNoStubOutlivesItsWorker(t *testing.T) {
-	if testenv.Gen2Platform(t) != "ptrace" {
+	if testplatform.Gen2(t) != "ptrace" {
 		t.Skip("the Generation 2 platform here is not ptrace: there is no stub")
 	}
 	v := startVMMS(t, t.TempDir(), "--accel", "ptrace")

@@ -10,6 +10,7 @@ import (
 
 	"github.com/partita-hv/partita/internal/testenv"
 	"github.com/partita-hv/partita/internal/testguest"
+	"github.com/partita-hv/partita/internal/testplatform"
 )
 
 // build builds the vmwp binary into a temporary directory.
@@ -43,7 +44,7 @@ func run(t *testing.T, bin string, args ...string) (string, string, int) {
 // exit 0 with COM1 on stdout after a power-off, exit 1 with a one-line
 // reason after a triple fault.
 func TestVMWP(t *testing.T) {
-	testenv.RequireGen1(t)
+	testplatform.RequireGen1(t)
 	bin := build(t)
 	rom := func(name string) string { return testguest.AssembleToFile(t, testguest.WorkerROM(name), "0") }
 	out, errOut, code := run(t, bin, "--firmware", rom("hello"), "--memory", "64M", "--processors", "2", "--serial", "stdio")
@@ -64,7 +65,7 @@ func TestVMWP(t *testing.T) {
 // output, its arguments after --, its exit status as vmwp's; a fault is
 // exit 1 with the reason.
 func TestVMWPProgram(t *testing.T) {
-	testenv.Gen2Platform(t)
+	testplatform.Gen2(t)
 	bin := build(t)
 	dir := t.TempDir()
 	hello := testguest.Static64(t, dir, filepath.Join("..", "..", "partition", "gen2", "testdata", "hello.S"))

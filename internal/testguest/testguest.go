@@ -7,7 +7,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"runtime"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -160,4 +162,37 @@ func goProgram(t testing.TB, dir, pkg string, env ...string) string {
 		t.Fatalf("go build %s: %v\n%s", pkg, err, out)
 	}
 	return bin
+}
+
+// SysemuLoop builds partition/platform/ptrace/testdata/sysemu.c, the
+// minimal C PTRACE_SYSEMU loop the ptrace platform is measured against,
+// and returns a function that runs it for n calls (with tracer and tracee
+// pinned to one CPU if pin) and gives the nanoseconds per call. Call it
+// from a goroutine whose OS thread is not pinned: the loop inherits the
+// thread's CPUs.
+func SysemuLoop(t testing.TB) func(n int, pin bool) float64 {
+	t.Helper()
+	cc := testenv.RequireTool(t, "cc")
+	_, file, _, _ := runtime.Caller(0)
+	src := filepath.Join(filepath.Dir(file), "..", "..", "partition", "platform", "ptrace", "testdata", "sysemu.c")
+	bin := filepath.Join(t.TempDir(), "sysemu")
+	if out, err := exec.Command(cc, "-O2", "-o", bin, src).CombinedOutput(); err != nil {
+		t.Fatalf("cc: %v\n%s", err, out)
+	}
+	return func(n int, pin bool) float64 {
+		args := []string{strconv.Itoa(n)}
+		if pin {
+			args = append(args, "pin")
+		}
+		out, err := exec.Command(bin, args...).Output()
+		if err != nil {
+			t.Fatalf("sysemu: %v", err)
+		}
+		m := regexp.MustCompile(`(\d+) ns/call`).FindSubmatch(out)
+		if m == nil {
+			t.Fatalf("sysemu printed %q", out)
+		}
+		ns, _ := strconv.ParseFloat(string(m[1]), 64)
+		return ns
+	}
 }

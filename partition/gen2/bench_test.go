@@ -1,40 +1,79 @@
 package gen2
 
 import (
+	"sort"
+	"strconv"
 	"syscall"
 	"testing"
 	"time"
 
-	"github.com/partita-hv/partita/internal/testenv"
+	"github.com/partita-hv/partita/internal/testguest"
+	"github.com/partita-hv/partita/internal/testplatform"
 )
 
-// BenchmarkSyscall: one system call of a Generation 2 program, served by
-// the worker (the #GP at the syscall landing, the exit, the registers
-// read and written), beside the same call made natively by this process.
+// BenchmarkSyscall: one system call of a Generation 2 program, served
+// by the worker's shim on this host's platform (KVM: the port write at
+// the syscall landing, the exit, the registers read and written; ptrace:
+// the SYSEMU stop, the registers read and written), beside the same call
+// made natively by this process and, where the platform is ptrace, the
+// minimal C PTRACE_SYSEMU loop (one stop, GETREGS, SETREGS, resume), as
+// it comes and with its processes pinned to one CPU (as the platform
+// pins a thread and its tracer). The program and the loops alternate in
+// rounds of 100,000 calls (the program's start, a few milliseconds, is
+// part of its round).
 //
-//	go test -run '^$' -bench Syscall ./partition/gen2
+//	go test -run '^$' -bench Syscall -benchtime 5x ./partition/gen2
 func BenchmarkSyscall(b *testing.B) {
 	b.Run("partita", func(b *testing.B) {
-		testenv.Gen2Platform(b)
+		const calls = 100000
+		platform := testplatform.Gen2(b)
 		prog := programB(b, "loop")
+		var cLoop func(int, bool) float64
+		if platform == "ptrace" {
+			cLoop = testguest.SysemuLoop(b)
+		}
+		var mine, theirs, pinned []float64
 		for i := 0; i < b.N; i++ {
-			p, err := New(Config{Name: "bench", Program: prog, Memory: 8 << 20})
+			p, err := New(Config{Name: "bench", Program: prog, Args: []string{strconv.Itoa(calls)}, Memory: 8 << 20})
 			if err != nil {
 				b.Fatal(err)
 			}
+			start := time.Now()
 			exit := p.Run()
+			took := time.Since(start)
 			p.Close()
 			if !exit.Clean || exit.Code != 0 {
 				b.Fatalf("%+v", exit)
 			}
+			mine = append(mine, float64(took.Nanoseconds())/calls)
+			if cLoop != nil {
+				theirs = append(theirs, cLoop(calls, false))
+				pinned = append(pinned, cLoop(calls, true))
+			}
 		}
-		b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/20001/1000, "µs/syscall")
+		b.ReportMetric(median(mine)/1000, platform+"-µs/syscall")
+		if len(theirs) > 0 {
+			b.ReportMetric(median(theirs)/1000, "c-loop-µs/syscall")
+			b.ReportMetric(median(pinned)/1000, "c-loop-pinned-µs/syscall")
+			b.ReportMetric(median(mine)/median(theirs), platform+"/c-loop")
+			b.ReportMetric(median(mine)/median(pinned), platform+"/c-loop-pinned")
+		}
+		b.ReportMetric(0, "ns/op")
 	})
 	b.Run("native", func(b *testing.B) {
 		for i := 0; i < b.N; i++ {
 			syscall.Getpid()
 		}
 	})
+}
+
+func median(x []float64) float64 {
+	s := append([]float64(nil), x...)
+	sort.Float64s(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }
 
 // BenchmarkDoorbell: a program's HvSignalEvent through the hypercall
@@ -44,7 +83,7 @@ func BenchmarkSyscall(b *testing.B) {
 //
 //	go test -run '^$' -bench Doorbell -benchtime 5x ./partition/gen2
 func BenchmarkDoorbell(b *testing.B) {
-	testenv.Gen2Platform(b)
+	testplatform.Gen2(b)
 	prog := programB(b, "doorbell")
 	var total time.Duration
 	for i := 0; i < b.N; i++ {
@@ -63,7 +102,7 @@ func BenchmarkDoorbell(b *testing.B) {
 //
 //	go test -run '^$' -bench PageFault -benchtime 5x ./partition/gen2
 func BenchmarkPageFault(b *testing.B) {
-	testenv.Gen2Platform(b)
+	testplatform.Gen2(b)
 	prog := programB(b, "touch")
 	var total time.Duration
 	for i := 0; i < b.N; i++ {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/partita-hv/partita/internal/testenv"
 	"github.com/partita-hv/partita/internal/testguest"
+	"github.com/partita-hv/partita/internal/testplatform"
 )
 
 // program assembles and links testdata/name.S as a static executable.
@@ -23,7 +24,7 @@ func programB(t testing.TB, name string) string {
 
 func run(t *testing.T, prog string, args ...string) (Exit, string, *Partition) {
 	t.Helper()
-	testenv.Gen2Platform(t)
+	testplatform.Gen2(t)
 	var out testenv.Buffer
 	p, err := New(Config{Name: "g2", Program: prog, Args: args, Memory: 16 << 20, Console: &out})
 	if err != nil {
@@ -51,7 +52,7 @@ func TestProgramFaultsStopThePartition(t *testing.T) {
 	// A read of the doorbell's port: KVM's TSS bitmap lets it through to
 	// the worker, which refuses it; without KVM it is the CPU's #GP.
 	doorbellRead := "#GP general protection"
-	if testenv.Gen2Platform(t) == "kvm" {
+	if testplatform.Gen2(t) == "kvm" {
 		doorbellRead = "a 1-byte read of port 0x88 outside the hypercall page"
 	}
 	for _, c := range []struct{ arg, want string }{
@@ -105,7 +106,7 @@ func goProgram(t *testing.T) string { return testguest.GoGuest(t, t.TempDir()) }
 // argument, it panics, and the panic's text is on the console with exit
 // status 2.
 func TestGoProgram(t *testing.T) {
-	testenv.Gen2Platform(t)
+	testplatform.Gen2(t)
 	prog := goProgram(t)
 	run := func(processors int, args ...string) (Exit, string, *Partition) {
 		var out testenv.Buffer
@@ -160,7 +161,7 @@ func TestMprotectWidens(t *testing.T) {
 // TestConsoleInput: what arrives on the console input reaches the
 // program's fd 0, slowly or all at once, and its end is read's 0.
 func TestConsoleInput(t *testing.T) {
-	testenv.Gen2Platform(t)
+	testplatform.Gen2(t)
 	prog := program(t, "echo")
 	r, w := io.Pipe()
 	var out testenv.Buffer
@@ -218,7 +219,7 @@ func TestBadConfig(t *testing.T) {
 // the host spent on it stays small: untouched pages are never allocated
 // or cleared.
 func TestLargePartitionStaysSparse(t *testing.T) {
-	testenv.Gen2Platform(t)
+	testplatform.Gen2(t)
 	const size = 64 << 30
 	var out testenv.Buffer
 	p, err := New(Config{Name: "big", Program: program(t, "bigmem"), Args: []string{"65536"}, Memory: size, Console: &out})
@@ -256,7 +257,7 @@ func TestLargePartitionStaysSparse(t *testing.T) {
 // must all fail. Each attack ends its own partition with the reason, or
 // is refused; the worker goes on to the next.
 func TestHostilePrograms(t *testing.T) {
-	platform := testenv.Gen2Platform(t)
+	platform := testplatform.Gen2(t)
 	prog := program(t, "attack")
 	for _, c := range []struct {
 		mode string

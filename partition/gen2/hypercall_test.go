@@ -9,6 +9,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/partita-hv/partita/internal/testenv"
+	"github.com/partita-hv/partita/internal/testplatform"
 )
 
 // recordingBus answers a post with two messages and an event flag, from
@@ -49,7 +50,7 @@ func (b *recordingBus) SignalEvent(conn uint32, flag uint16) uint16 {
 // through the hypercall page, sleeps in the wait hypercall, receives two
 // messages (the second after EOM) and sees an event flag.
 func TestHypercallsAndSynIC(t *testing.T) {
-	testenv.Gen2Platform(t)
+	testplatform.Gen2(t)
 	bus := &recordingBus{}
 	var out testenv.Buffer
 	p, err := New(Config{Name: "hv", Program: program(t, "hv"), Memory: 16 << 20, Console: &out, Bus: bus})
@@ -73,7 +74,7 @@ func TestHypercallsAndSynIC(t *testing.T) {
 // TestHypercallsRefused: without a bus, or with bad input, hypercalls
 // answer with Hyper-V's status codes and the partition goes on.
 func TestHypercallsRefused(t *testing.T) {
-	testenv.Gen2Platform(t)
+	testplatform.Gen2(t)
 	exit, _, _ := run(t, program(t, "hv"))
 	if !exit.Clean || exit.Code != 1 {
 		t.Fatalf("without a bus the post must fail (status 1 from the program): %+v", exit)
@@ -113,7 +114,7 @@ func runDoorbells(t testing.TB, prog string) (Exit, uint64, time.Duration, *Part
 // one for a connection with no doorbell reaches the shim as a hypercall
 // and is answered HV_STATUS_INVALID_CONNECTION_ID.
 func TestDoorbell(t *testing.T) {
-	testenv.Gen2Platform(t)
+	testplatform.Gen2(t)
 	exit, rang, took, p := runDoorbells(t, program(t, "doorbell"))
 	if !exit.Clean || exit.Code != hvStatusInvalidConnectionID {
 		t.Fatalf("exit %+v", exit)

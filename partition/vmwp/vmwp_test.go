@@ -17,6 +17,7 @@ import (
 	"github.com/partita-hv/partita/guestmem"
 	"github.com/partita-hv/partita/internal/testenv"
 	"github.com/partita-hv/partita/internal/testguest"
+	"github.com/partita-hv/partita/internal/testplatform"
 	"github.com/partita-hv/partita/partition/control"
 	"github.com/partita-hv/partita/vsp/disk"
 )
@@ -429,7 +430,7 @@ func TestControlledRootGoneBeforeStart(t *testing.T) {
 // console is standard input and output, and the program's exit is the
 // partition powering off.
 func TestControlledGen2(t *testing.T) {
-	platform := testenv.Gen2Platform(t)
+	platform := testplatform.Gen2(t)
 	prog := testguest.Static64(t, t.TempDir(), filepath.Join("..", "gen2", "testdata", "echo.S"))
 	c := spawn(t, "--partition", "g2")
 	r := c.start(control.Start{Name: "g2", ID: "id-g2", Generation: 2, Program: prog, MemoryBytes: 16 << 20}, 16<<20)
@@ -481,7 +482,7 @@ func TestControlledBadStart(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if tc.st.Generation == 1 {
-				testenv.RequireGen1(t) // else the worker refuses for the platform first
+				testplatform.RequireGen1(t) // else the worker refuses for the platform first
 			}
 			c := spawn(t)
 			if r := c.start(tc.st, tc.size); !strings.Contains(r.Error, tc.want) {

@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/partita-hv/partita/internal/testenv"
+	"github.com/partita-hv/partita/internal/testplatform"
 	"github.com/partita-hv/partita/partition/gen2"
 )
 
@@ -19,7 +19,7 @@ import (
 //
 //	go test -run '^$' -bench VMBusStream -benchtime 3x ./vsc/hv
 func BenchmarkVMBusStream(b *testing.B) {
-	testenv.Gen2Platform(b)
+	testplatform.Gen2(b)
 	prog := buildGuest(b, "echoguest")
 	for _, c := range []struct {
 		size  int

@@ -7,6 +7,7 @@ import (
 
 	"github.com/partita-hv/partita/internal/testenv"
 	"github.com/partita-hv/partita/internal/testguest"
+	"github.com/partita-hv/partita/internal/testplatform"
 	"github.com/partita-hv/partita/internal/vmbustest"
 	"github.com/partita-hv/partita/partition/gen2"
 	"github.com/partita-hv/partita/vmbus/echo"
@@ -52,7 +53,7 @@ func runGuest(t testing.TB, r *rootSide, prog string, args ...string) (gen2.Exit
 // device over GPADL rings in its own memory and streams checksummed
 // packets, with completions, to a server on the root's side.
 func TestVMBusEchoInsidePartition(t *testing.T) {
-	testenv.Gen2Platform(t)
+	testplatform.Gen2(t)
 	r := newRootSide(t)
 	exit, out, took := runGuest(t, r, buildGuest(t, "echoguest"), "5000", "completions")
 	t.Logf("console:\n%s", out)

@@ -378,7 +378,7 @@ func (p *program) NewThread(id int, regs platform.Regs) (platform.Thread, error)
 		unix.Tgkill(p.pid, s.tid, unix.SIGKILL)
 		return nil, err
 	}
-	t := &thread{p: p, tr: tr, id: id}
+	t := &thread{p: p, tr: tr, id: id, mask: pin(s.tid)}
 	if err := tr.getRegs(&t.regs); err != nil {
 		t.Close()
 		return nil, err

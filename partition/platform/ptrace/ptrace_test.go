@@ -18,7 +18,7 @@ import (
 )
 
 // machine makes a ptrace Program over a fresh 4 MiB partition memory.
-func machine(t *testing.T) (*program, *guestmem.Memory) {
+func machine(t testing.TB) (*program, *guestmem.Memory) {
 	t.Helper()
 	pl, err := NewPlatform()
 	if err != nil {
@@ -50,7 +50,7 @@ const (
 )
 
 // load writes code at codePA and maps it and a stack page.
-func load(t *testing.T, m *program, mem *guestmem.Memory, code []byte) {
+func load(t testing.TB, m *program, mem *guestmem.Memory, code []byte) {
 	t.Helper()
 	if err := mem.WriteAt(code, codePA); err != nil {
 		t.Fatal(err)
@@ -60,7 +60,7 @@ func load(t *testing.T, m *program, mem *guestmem.Memory, code []byte) {
 }
 
 // onThread runs fn on a locked OS thread, as a processor's thread.
-func onThread(t *testing.T, fn func()) {
+func onThread(t testing.TB, fn func()) {
 	t.Helper()
 	done := make(chan struct{})
 	go func() {
@@ -76,7 +76,7 @@ func onThread(t *testing.T, fn func()) {
 	}
 }
 
-func run(t *testing.T, th platform.Thread) platform.Exit {
+func run(t testing.TB, th platform.Thread) platform.Exit {
 	t.Helper()
 	e, err := th.Run()
 	if err != nil {

@@ -34,3 +34,14 @@ func parseSiginfo(b []byte) siginfo {
 	le := binary.LittleEndian
 	return siginfo{signo: int32(le.Uint32(b)), code: int32(le.Uint32(b[8:])), addr: le.Uint64(b[16:])}
 }
+
+// rawPtraceRegs is PTRACE_GETREGS or PTRACE_SETREGS without the
+// runtime's system-call bookkeeping: neither blocks, and a trapped call
+// makes one of each.
+//
+// SAFETY: r is a live struct user_regs_struct (unix.PtraceRegs mirrors
+// it); the kernel reads or writes it during the call only.
+func rawPtraceRegs(req int, tid int, r *unix.PtraceRegs) unix.Errno {
+	_, _, errno := unix.RawSyscall6(unix.SYS_PTRACE, uintptr(req), uintptr(tid), 0, uintptr(unsafe.Pointer(r)), 0, 0)
+	return errno
+}

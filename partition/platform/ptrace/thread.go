@@ -46,8 +46,9 @@ type thread struct {
 	regs  unix.PtraceRegs // the tracee's registers as of the last stop, as the program sees them
 	dirty bool            // regs must be written before the tracee runs
 	after afterExit
-	dead  string      // why the stub thread is gone; "" while it lives (the tracer's)
-	gone  atomic.Bool // dead is set: Kick, from any goroutine, has nothing to signal
+	mask  *unix.CPUSet // the tracer's CPUs before it was pinned with its tracee
+	dead  string       // why the stub thread is gone; "" while it lives (the tracer's)
+	gone  atomic.Bool  // dead is set: Kick, from any goroutine, has nothing to signal
 }
 
 // afterExit is how the next Run goes back to the program.
@@ -225,6 +226,7 @@ func (t *thread) Close() error {
 		t.setDead("closed")
 	}
 	t.reap()
+	unpin(t.mask)
 	return nil
 }
 

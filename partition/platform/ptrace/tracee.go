@@ -91,15 +91,15 @@ func (t *tracee) wait() (stop, error) {
 }
 
 func (t *tracee) getRegs(r *unix.PtraceRegs) error {
-	if err := unix.PtraceGetRegs(t.tid, r); err != nil {
-		return fmt.Errorf("ptrace: get registers of %d: %w", t.tid, err)
+	if errno := rawPtraceRegs(unix.PTRACE_GETREGS, t.tid, r); errno != 0 {
+		return fmt.Errorf("ptrace: get registers of %d: %w", t.tid, errno)
 	}
 	return nil
 }
 
 func (t *tracee) setRegs(r *unix.PtraceRegs) error {
-	if err := unix.PtraceSetRegs(t.tid, r); err != nil {
-		return fmt.Errorf("ptrace: set registers of %d: %w", t.tid, err)
+	if errno := rawPtraceRegs(unix.PTRACE_SETREGS, t.tid, r); errno != 0 {
+		return fmt.Errorf("ptrace: set registers of %d: %w", t.tid, errno)
 	}
 	return nil
 }
@@ -107,7 +107,7 @@ func (t *tracee) setRegs(r *unix.PtraceRegs) error {
 // resume lets the tracee run until its next system call (which it does
 // not run) or signal; sig is delivered (0: none).
 func (t *tracee) resume(sig int) error {
-	if _, _, errno := unix.Syscall6(unix.SYS_PTRACE, unix.PTRACE_SYSEMU, uintptr(t.tid), 0, uintptr(sig), 0, 0); errno != 0 {
+	if _, _, errno := unix.RawSyscall6(unix.SYS_PTRACE, unix.PTRACE_SYSEMU, uintptr(t.tid), 0, uintptr(sig), 0, 0); errno != 0 {
 		return fmt.Errorf("ptrace: resume %d: %w", t.tid, errno)
 	}
 	return nil

@@ -1,22 +1,26 @@
-package testenv
+// Package testplatform tells tests which platform runs each generation of
+// partition here, and skips (or, under CI, fails) those that have none.
+// It is apart from package testenv, which the platforms' own tests use.
+package testplatform
 
 import (
 	"testing"
 
+	"github.com/partita-hv/partita/internal/testenv"
 	"github.com/partita-hv/partita/partition/accel"
 )
 
-// Gen2Platform returns the platform a Generation 2 partition gets here
+// Gen2 returns the platform a Generation 2 partition gets here
 // (KVM where /dev/kvm opens, else ptrace). The ptrace platform needs no
 // package, so under CI its absence fails the test; elsewhere (a sandbox
 // that forbids ptrace) it skips with the reason.
-func Gen2Platform(t testing.TB) string {
+func Gen2(t testing.TB) string {
 	t.Helper()
 	name, err := accel.Resolve(accel.Auto, 2)
 	if err == nil {
 		return name
 	}
-	if InCI() {
+	if testenv.InCI() {
 		t.Fatalf("no platform for Generation 2: %v", err)
 	}
 	t.Skipf("no platform for Generation 2 here: %v", err)
