@@ -1,12 +1,15 @@
 package gen2
 
 import (
+	"fmt"
+	"os/exec"
 	"sort"
 	"strconv"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/partita-hv/partita/internal/testenv"
 	"github.com/partita-hv/partita/internal/testguest"
 	"github.com/partita-hv/partita/internal/testplatform"
 )
@@ -120,4 +123,56 @@ func BenchmarkPageFault(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(total.Nanoseconds())/float64(b.N)/1024/1000, "µs/fault")
+}
+
+// BenchmarkCPUBound: a CPU-bound Go program (testdata/cpuguest: SHA-256
+// over 256 MiB, 8 times) in a partition on this host's platform, beside
+// the same static binary run natively, alternating. It reports the
+// hashing time each reports itself (its clock is the vDSO's in the
+// partition) and the whole run's, from start to exit, and the ratios of
+// native time to partition time (the partition's speed as a fraction of
+// native).
+//
+//	go test -run '^$' -bench CPUBound -benchtime 5x ./partition/gen2
+func BenchmarkCPUBound(b *testing.B) {
+	platform := testplatform.Gen2(b)
+	bin := testguest.GoProgram(b, b.TempDir(), "partition/gen2/testdata/cpuguest")
+	hashTime := func(out string) float64 {
+		var digest string
+		var mib, rounds, us int
+		if _, err := fmt.Sscanf(out, "sha256 %s over %d MiB %d times in %d us", &digest, &mib, &rounds, &us); err != nil {
+			b.Fatalf("%v: %q", err, out)
+		}
+		return float64(us) / 1e6
+	}
+	var inHash, inRun, natHash, natRun []float64
+	for i := 0; i < b.N; i++ {
+		var out testenv.Buffer
+		p, err := New(Config{Name: "cpu", Program: bin, Memory: 1 << 30, Processors: 2, Console: &out})
+		if err != nil {
+			b.Fatal(err)
+		}
+		start := time.Now()
+		exit := p.Run()
+		took := time.Since(start)
+		p.Close()
+		if !exit.Clean || exit.Code != 0 {
+			b.Fatalf("%+v: %s", exit, out.String())
+		}
+		inHash, inRun = append(inHash, hashTime(out.String())), append(inRun, took.Seconds())
+
+		start = time.Now()
+		nat, err := exec.Command(bin).Output()
+		if err != nil {
+			b.Fatal(err)
+		}
+		natRun, natHash = append(natRun, time.Since(start).Seconds()), append(natHash, hashTime(string(nat)))
+	}
+	b.ReportMetric(median(inHash), platform+"-hash-s")
+	b.ReportMetric(median(natHash), "native-hash-s")
+	b.ReportMetric(median(natHash)/median(inHash), "hash-speed-vs-native")
+	b.ReportMetric(median(inRun), platform+"-run-s")
+	b.ReportMetric(median(natRun), "native-run-s")
+	b.ReportMetric(median(natRun)/median(inRun), "run-speed-vs-native")
+	b.ReportMetric(0, "ns/op")
 }

@@ -72,7 +72,8 @@ func filterProgram() []bpf {
 	a.ld(sdArg4) // the descriptor: the partition's memory only
 	a.jne(0, "kill")
 	a.ld(sdArg3) // the flags
-	a.jne(mapFlags, "kill")
+	a.jeq(mapFlags, "allow")
+	a.jne(mapFlags|unix.MAP_POPULATE, "kill")
 	a.ret(allow)
 
 	a.label("clone")

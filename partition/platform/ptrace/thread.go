@@ -188,11 +188,15 @@ func describeEnd(s stop) string {
 }
 
 // applyMappings maps the queued program pages into the stub through this
-// thread; it reports a kick that arrived meanwhile.
+// thread, populated at once: the shim queues what a fault backs (its
+// fault-around block), which the program is about to touch, and the
+// kernel fills a populated range far faster than it serves one fault per
+// page (this host's shared memory has no huge pages; a program's own heap
+// natively does). It reports a kick that arrived meanwhile.
 func (t *thread) applyMappings() (kicked bool, err error) {
 	maps := t.p.takePending()
 	for i, m := range maps {
-		ret, k, err := t.tr.inject(&t.regs, stubCallSite, unix.SYS_MMAP, m.va, m.length, uint64(m.prot), mapFlags, 0, m.pa)
+		ret, k, err := t.tr.inject(&t.regs, stubCallSite, unix.SYS_MMAP, m.va, m.length, uint64(m.prot), mapFlags|unix.MAP_POPULATE, 0, m.pa)
 		t.p.injected.Add(1)
 		t.dirty = true
 		kicked = kicked || k
