@@ -17,6 +17,7 @@ import (
 
 	"github.com/partita-hv/partita/internal/testenv"
 	"github.com/partita-hv/partita/internal/testguest"
+	"github.com/partita-hv/partita/internal/testplatform"
 	wmiapi "github.com/partita-hv/partita/wmi-api"
 )
 
@@ -85,27 +86,52 @@ func tinyROM(b *testing.B) string {
 //
 //	go test -run '^$' -bench StartLatency -benchtime 20x ./cmd/vmms
 func BenchmarkStartLatency(b *testing.B) {
-	requireKVM(b)
-	rom := tinyROM(b)
 	for _, mode := range []struct {
 		name string
 		args []string
 	}{{"partita", nil}, {"partita-no-spare", []string{"--no-spare-worker"}}} {
 		b.Run(mode.name, func(b *testing.B) {
+			requireKVM(b)
+			rom := tinyROM(b)
 			v := startVMMS(b, b.TempDir(), append([]string{"--log-level", "info"}, mode.args...)...)
 			measureStarts(b, v, wmiapi.DefineSystemRequest{SystemSettings: wmiapi.VirtualSystemSettingData{ElementName: "tiny", FirmwareFile: rom},
 				ResourceSettings: []wmiapi.ResourceSettingData{{ResourceType: wmiapi.ResourceMemory, VirtualQuantity: 16}}})
 		})
 	}
+	goGuest := testguest.GoGuest(b, b.TempDir())
 	b.Run("partita-gen2-go", func(b *testing.B) {
 		// A Go program in a Generation 2 partition: its first console
 		// byte comes once its runtime is up and 8 goroutines have run.
+		b.Logf("on %s", testplatform.Gen2(b))
 		v := startVMMS(b, b.TempDir(), "--log-level", "info")
-		prog := testguest.GoGuest(b, b.TempDir())
-		measureStarts(b, v, wmiapi.DefineSystemRequest{SystemSettings: wmiapi.VirtualSystemSettingData{ElementName: "go", VirtualSystemSubType: wmiapi.SubTypeGen2, GuestFile: prog},
+		measureStarts(b, v, wmiapi.DefineSystemRequest{SystemSettings: wmiapi.VirtualSystemSettingData{ElementName: "go", VirtualSystemSubType: wmiapi.SubTypeGen2, GuestFile: goGuest},
 			ResourceSettings: []wmiapi.ResourceSettingData{{ResourceType: wmiapi.ResourceMemory, VirtualQuantity: 256}}})
 	})
+	b.Run("native-go", func(b *testing.B) {
+		// The same static binary started by this process.
+		var total time.Duration
+		for i := 0; i < b.N; i++ {
+			t0 := time.Now()
+			cmd := exec.Command(goGuest)
+			out, err := cmd.StdoutPipe()
+			if err != nil {
+				b.Fatal(err)
+			}
+			if err := cmd.Start(); err != nil {
+				b.Fatal(err)
+			}
+			if _, err := bufio.NewReader(out).ReadByte(); err != nil {
+				b.Fatalf("no output: %v", err)
+			}
+			total += time.Since(t0)
+			cmd.Process.Kill()
+			cmd.Wait()
+		}
+		b.ReportMetric(float64(total.Microseconds())/float64(b.N)/1000, "ms/first-byte")
+	})
 	b.Run("qemu", func(b *testing.B) {
+		requireKVM(b)
+		rom := tinyROM(b)
 		qemu := testenv.RequireTool(b, "qemu-system-x86_64")
 		var total time.Duration
 		for i := 0; i < b.N; i++ {
