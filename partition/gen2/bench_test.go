@@ -99,15 +99,18 @@ func BenchmarkDoorbell(b *testing.B) {
 	b.ReportMetric(float64(total.Nanoseconds())/float64(b.N)/20000/1000, "µs/doorbell")
 }
 
-// BenchmarkPageFault: a program's first touch of a page (#PF through the
-// IDT to the CPL0 stub, which exits; the worker backs the page and the
-// stub returns with iretq), 1,024 per run, program start included.
+// BenchmarkPageFault: a program's first touches of 1,024 pages, each a
+// fault the shim serves by backing the page and its fault-around block
+// (on KVM a #PF through the IDT to the CPL0 stub, which exits; on ptrace
+// a SIGSEGV stop and an injected mmap), program start included. It
+// reports the time per fault served and per page touched.
 //
 //	go test -run '^$' -bench PageFault -benchtime 5x ./partition/gen2
 func BenchmarkPageFault(b *testing.B) {
 	testplatform.Gen2(b)
 	prog := programB(b, "touch")
 	var total time.Duration
+	var faults uint64
 	for i := 0; i < b.N; i++ {
 		p, err := New(Config{Name: "touch", Program: prog, Memory: 128 << 20})
 		if err != nil {
@@ -118,11 +121,13 @@ func BenchmarkPageFault(b *testing.B) {
 		total += time.Since(start)
 		n := p.faults.Load()
 		p.Close()
-		if !exit.Clean || n < 1024 {
+		if !exit.Clean || n == 0 {
 			b.Fatalf("exit %+v, %d faults", exit, n)
 		}
+		faults += n
 	}
-	b.ReportMetric(float64(total.Nanoseconds())/float64(b.N)/1024/1000, "µs/fault")
+	b.ReportMetric(float64(total.Nanoseconds())/float64(faults)/1000, "µs/fault")
+	b.ReportMetric(float64(total.Nanoseconds())/float64(b.N)/1024/1000, "µs/page")
 }
 
 // BenchmarkCPUBound: a CPU-bound Go program (testdata/cpuguest: SHA-256
