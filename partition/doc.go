@@ -8,7 +8,11 @@
 //   - partition/gen2: the Generation 2 machine, a static x86-64 program and
 //     the guest kernel shim that serves it, with the hypercall page and
 //     SynIC;
-//   - partition/platform/kvm: Partita's layer over /dev/kvm;
+//   - partition/platform: the seam between the machines and what runs their
+//     processors, with its back ends partition/platform/kvm (a KVM virtual
+//     machine) and partition/platform/ptrace (a program's threads as
+//     native threads of a traced stub process);
+//   - partition/accel: the --accel choice of platform;
 //   - partition/control: the protocol between the root and a worker;
 //   - partition/elf: the loader of Generation 2 programs.
 //
