@@ -111,21 +111,7 @@ func BenchmarkStartLatency(b *testing.B) {
 		// The same static binary started by this process.
 		var total time.Duration
 		for i := 0; i < b.N; i++ {
-			t0 := time.Now()
-			cmd := exec.Command(goGuest)
-			out, err := cmd.StdoutPipe()
-			if err != nil {
-				b.Fatal(err)
-			}
-			if err := cmd.Start(); err != nil {
-				b.Fatal(err)
-			}
-			if _, err := bufio.NewReader(out).ReadByte(); err != nil {
-				b.Fatalf("no output: %v", err)
-			}
-			total += time.Since(t0)
-			cmd.Process.Kill()
-			cmd.Wait()
+			total += processFirstByte(b, goGuest)
 		}
 		b.ReportMetric(float64(total.Microseconds())/float64(b.N)/1000, "ms/first-byte")
 	})
@@ -135,25 +121,33 @@ func BenchmarkStartLatency(b *testing.B) {
 		qemu := testenv.RequireTool(b, "qemu-system-x86_64")
 		var total time.Duration
 		for i := 0; i < b.N; i++ {
-			t0 := time.Now()
-			cmd := exec.Command(qemu, "-enable-kvm", "-M", "pc", "-m", "16", "-bios", rom, "-display", "none",
+			total += processFirstByte(b, qemu, "-enable-kvm", "-M", "pc", "-m", "16", "-bios", rom, "-display", "none",
 				"-nodefaults", "-serial", "stdio", "-no-reboot")
-			out, err := cmd.StdoutPipe()
-			if err != nil {
-				b.Fatal(err)
-			}
-			if err := cmd.Start(); err != nil {
-				b.Fatal(err)
-			}
-			if _, err := bufio.NewReader(out).ReadByte(); err != nil {
-				b.Fatalf("qemu: no serial output: %v", err)
-			}
-			total += time.Since(t0)
-			cmd.Process.Kill()
-			cmd.Wait()
 		}
 		b.ReportMetric(float64(total.Microseconds())/float64(b.N)/1000, "ms/first-byte")
 	})
+}
+
+// processFirstByte starts a process and times it to the first byte on
+// its standard output, then kills it.
+func processFirstByte(b *testing.B, name string, args ...string) time.Duration {
+	t0 := time.Now()
+	cmd := exec.Command(name, args...)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	defer func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+	}()
+	if _, err := bufio.NewReader(out).ReadByte(); err != nil {
+		b.Fatalf("%s: no output: %v", name, err)
+	}
+	return time.Since(t0)
 }
 
 // consoleEnd returns a partition's console cursor.

@@ -295,19 +295,22 @@ func (v *vmms) sendConsole(name, s string) {
 // workers lists live worker processes of a partition name: argv[0]
 // "vmwp" and "--partition NAME" on their command line.
 func workers(name string) []int {
+	return processes(func(pid string) bool {
+		b, err := os.ReadFile(filepath.Join("/proc", pid, "cmdline"))
+		if err != nil {
+			return false
+		}
+		args := strings.Split(strings.TrimRight(string(b), "\x00"), "\x00")
+		return len(args) >= 3 && args[0] == "vmwp" && args[1] == "--partition" && args[2] == name
+	})
+}
+
+// processes lists the pids in /proc that match says yes to.
+func processes(match func(pid string) bool) []int {
 	var pids []int
 	ents, _ := os.ReadDir("/proc")
 	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
-		if err != nil {
-			continue
-		}
-		args := strings.Split(strings.TrimRight(string(b), "\x00"), "\x00")
-		if len(args) >= 3 && args[0] == "vmwp" && args[1] == "--partition" && args[2] == name {
+		if pid, err := strconv.Atoi(e.Name()); err == nil && match(e.Name()) {
 			pids = append(pids, pid)
 		}
 	}

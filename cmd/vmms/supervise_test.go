@@ -5,7 +5,6 @@ import (
 	"math/rand"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -353,22 +352,11 @@ func TestNoStubOutlivesItsWorker(t *testing.T) {
 
 // children lists the processes named comm whose parent is ppid.
 func children(ppid int, comm string) []int {
-	var pids []int
-	ents, _ := os.ReadDir("/proc")
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		status, err := os.ReadFile(filepath.Join("/proc", e.Name(), "status"))
-		if err != nil {
-			continue
-		}
-		if strings.Contains(string(status), "Name:\t"+comm+"\n") && strings.Contains(string(status), fmt.Sprintf("\nPPid:\t%d\n", ppid)) {
-			pids = append(pids, pid)
-		}
-	}
-	return pids
+	return processes(func(pid string) bool {
+		status, err := os.ReadFile(filepath.Join("/proc", pid, "status"))
+		return err == nil && strings.Contains(string(status), "Name:\t"+comm+"\n") &&
+			strings.Contains(string(status), fmt.Sprintf("\nPPid:\t%d\n", ppid))
+	})
 }
 
 // alive reports whether process pid exists and is not a zombie.

@@ -7,6 +7,7 @@ package testenv
 import (
 	"os"
 	"os/exec"
+	"sort"
 	"testing"
 )
 
@@ -41,4 +42,17 @@ func RequireFile(t testing.TB, path, pkg string) string {
 	}
 	t.Skipf("%s not found (apt-get install %s, or run .ci/run)", path, pkg)
 	return ""
+}
+
+// Median is the median of a benchmark's samples (0 for none).
+func Median(x []float64) float64 {
+	if len(x) == 0 {
+		return 0
+	}
+	s := append([]float64(nil), x...)
+	sort.Float64s(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }

@@ -3,7 +3,6 @@ package gen2
 import (
 	"fmt"
 	"os/exec"
-	"sort"
 	"strconv"
 	"syscall"
 	"testing"
@@ -54,12 +53,12 @@ func BenchmarkSyscall(b *testing.B) {
 				pinned = append(pinned, cLoop(calls, true))
 			}
 		}
-		b.ReportMetric(median(mine)/1000, platform+"-µs/syscall")
+		b.ReportMetric(testenv.Median(mine)/1000, platform+"-µs/syscall")
 		if len(theirs) > 0 {
-			b.ReportMetric(median(theirs)/1000, "c-loop-µs/syscall")
-			b.ReportMetric(median(pinned)/1000, "c-loop-pinned-µs/syscall")
-			b.ReportMetric(median(mine)/median(theirs), platform+"/c-loop")
-			b.ReportMetric(median(mine)/median(pinned), platform+"/c-loop-pinned")
+			b.ReportMetric(testenv.Median(theirs)/1000, "c-loop-µs/syscall")
+			b.ReportMetric(testenv.Median(pinned)/1000, "c-loop-pinned-µs/syscall")
+			b.ReportMetric(testenv.Median(mine)/testenv.Median(theirs), platform+"/c-loop")
+			b.ReportMetric(testenv.Median(mine)/testenv.Median(pinned), platform+"/c-loop-pinned")
 		}
 		b.ReportMetric(0, "ns/op")
 	})
@@ -68,15 +67,6 @@ func BenchmarkSyscall(b *testing.B) {
 			syscall.Getpid()
 		}
 	})
-}
-
-func median(x []float64) float64 {
-	s := append([]float64(nil), x...)
-	sort.Float64s(s)
-	if len(s)%2 == 1 {
-		return s[len(s)/2]
-	}
-	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }
 
 // BenchmarkDoorbell: a program's HvSignalEvent through the hypercall
@@ -173,11 +163,11 @@ func BenchmarkCPUBound(b *testing.B) {
 		}
 		natRun, natHash = append(natRun, time.Since(start).Seconds()), append(natHash, hashTime(string(nat)))
 	}
-	b.ReportMetric(median(inHash), platform+"-hash-s")
-	b.ReportMetric(median(natHash), "native-hash-s")
-	b.ReportMetric(median(natHash)/median(inHash), "hash-speed-vs-native")
-	b.ReportMetric(median(inRun), platform+"-run-s")
-	b.ReportMetric(median(natRun), "native-run-s")
-	b.ReportMetric(median(natRun)/median(inRun), "run-speed-vs-native")
+	b.ReportMetric(testenv.Median(inHash), platform+"-hash-s")
+	b.ReportMetric(testenv.Median(natHash), "native-hash-s")
+	b.ReportMetric(testenv.Median(natHash)/testenv.Median(inHash), "hash-speed-vs-native")
+	b.ReportMetric(testenv.Median(inRun), platform+"-run-s")
+	b.ReportMetric(testenv.Median(natRun), "native-run-s")
+	b.ReportMetric(testenv.Median(natRun)/testenv.Median(inRun), "run-speed-vs-native")
 	b.ReportMetric(0, "ns/op")
 }

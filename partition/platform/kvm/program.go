@@ -18,7 +18,7 @@ type program struct {
 
 	mu    sync.Mutex
 	slots [platform.MaxThreads]bool // TSS and exception stack slots taken; guarded by mu
-	bells map[doorbellKey]int       // each ioeventfd's eventfd, which deassigning names; guarded by mu
+	bells platform.Doorbells        // each ioeventfd's eventfd, which deassigning names
 
 	closeOnce sync.Once
 	closeErr  error
@@ -35,7 +35,7 @@ func (pl *Platform) NewProgram(cfg platform.ProgramConfig) (platform.Program, er
 	if err != nil {
 		return nil, err
 	}
-	m := &program{pl: pl, vm: vm, mem: mem, bells: map[doorbellKey]int{}}
+	m := &program{pl: pl, vm: vm, mem: mem}
 	if err := vm.SetMemory(0, 0, mem, 0); err != nil {
 		m.Close()
 		return nil, err
@@ -54,38 +54,26 @@ func (*program) FaultAround() uint64 { return 64 << 10 }
 // page since widened is retried by the shim.
 func (*program) Map(va, pa, length uint64, prot platform.Prot) error { return nil }
 
-type doorbellKey struct {
-	port      uint16
-	datamatch uint32
-}
-
 // AddDoorbell registers an ioeventfd.
 func (m *program) AddDoorbell(port uint16, datamatch uint32, fd int) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	k := doorbellKey{port, datamatch}
-	if _, ok := m.bells[k]; ok {
-		return fmt.Errorf("kvm: a doorbell for %#x on port %#x exists", datamatch, port)
+	if err := m.bells.Add(port, datamatch, fd); err != nil {
+		return err
 	}
 	dm := uint64(datamatch)
 	if err := m.vm.IOEventFD(fd, uint64(port), 4, true, &dm, false); err != nil {
+		m.bells.Remove(port, datamatch)
 		return err
 	}
-	m.bells[k] = fd
 	return nil
 }
 
 // RemoveDoorbell deregisters it (KVM finds the registration by its
 // eventfd, which is still open).
 func (m *program) RemoveDoorbell(port uint16, datamatch uint32) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	k := doorbellKey{port, datamatch}
-	fd, ok := m.bells[k]
+	fd, ok := m.bells.Remove(port, datamatch)
 	if !ok {
 		return nil
 	}
-	delete(m.bells, k)
 	dm := uint64(datamatch)
 	return m.vm.IOEventFD(fd, uint64(port), 4, true, &dm, true)
 }

@@ -2,10 +2,10 @@ package ptrace
 
 import (
 	"runtime"
-	"sort"
 	"testing"
 	"time"
 
+	"github.com/partita-hv/partita/internal/testenv"
 	"github.com/partita-hv/partita/internal/testguest"
 	"github.com/partita-hv/partita/partition/platform"
 )
@@ -73,19 +73,10 @@ func BenchmarkTrappedSyscall(b *testing.B) {
 	if len(mine) == 0 {
 		return
 	}
-	b.ReportMetric(median(mine)/1000, "platform-µs/call")
-	b.ReportMetric(median(theirs)/1000, "c-loop-µs/call")
-	b.ReportMetric(median(pinned)/1000, "c-loop-pinned-µs/call")
-	b.ReportMetric(median(mine)/median(theirs), "platform/c-loop")
-	b.ReportMetric(median(mine)/median(pinned), "platform/c-loop-pinned")
+	b.ReportMetric(testenv.Median(mine)/1000, "platform-µs/call")
+	b.ReportMetric(testenv.Median(theirs)/1000, "c-loop-µs/call")
+	b.ReportMetric(testenv.Median(pinned)/1000, "c-loop-pinned-µs/call")
+	b.ReportMetric(testenv.Median(mine)/testenv.Median(theirs), "platform/c-loop")
+	b.ReportMetric(testenv.Median(mine)/testenv.Median(pinned), "platform/c-loop-pinned")
 	b.ReportMetric(0, "ns/op")
-}
-
-func median(x []float64) float64 {
-	s := append([]float64(nil), x...)
-	sort.Float64s(s)
-	if len(s)%2 == 1 {
-		return s[len(s)/2]
-	}
-	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }

@@ -27,8 +27,9 @@ type program struct {
 	once  sync.Once
 
 	mu      sync.Mutex
-	pending []mapping           // mappings the stub does not have yet; guarded by mu
-	bells   map[doorbellKey]int // doorbell eventfds; guarded by mu
+	pending []mapping // mappings the stub does not have yet; guarded by mu
+
+	bells platform.Doorbells // the hypercall page's doorbells, rung here
 
 	doorbells atomic.Uint64 // doorbells rung without waking the shim
 	injected  atomic.Uint64 // system calls injected into the stub
@@ -37,11 +38,6 @@ type program struct {
 type mapping struct {
 	va, pa, length uint64
 	prot           platform.Prot
-}
-
-type doorbellKey struct {
-	port      uint16
-	datamatch uint32
 }
 
 type spawned struct {
@@ -63,7 +59,7 @@ func (pl *Platform) NewProgram(cfg platform.ProgramConfig) (platform.Program, er
 		cfg.Logger = hclog.NewNullLogger()
 	}
 	p := &program{mem: cfg.Memory, log: cfg.Logger.Named("ptrace"), spawn: make(chan chan spawned),
-		quit: make(chan struct{}), done: make(chan struct{}), bells: map[doorbellKey]int{}}
+		quit: make(chan struct{}), done: make(chan struct{})}
 	ready := make(chan error, 1)
 	go p.spawner(ready)
 	if err := <-ready; err != nil {
@@ -298,37 +294,22 @@ func (p *program) Map(va, pa, length uint64, prot platform.Prot) error {
 
 // AddDoorbell records the eventfd the hypercall page's doorbell rings.
 func (p *program) AddDoorbell(port uint16, datamatch uint32, fd int) error {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	k := doorbellKey{port, datamatch}
-	if _, ok := p.bells[k]; ok {
-		return fmt.Errorf("ptrace: a doorbell for %#x on port %#x exists", datamatch, port)
-	}
-	p.bells[k] = fd
-	return nil
+	return p.bells.Add(port, datamatch, fd)
 }
 
 // RemoveDoorbell forgets it.
 func (p *program) RemoveDoorbell(port uint16, datamatch uint32) error {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	delete(p.bells, doorbellKey{port, datamatch})
+	p.bells.Remove(port, datamatch)
 	return nil
 }
 
 // ring writes the doorbell's eventfd; false if there is none.
 func (p *program) ring(port uint16, datamatch uint32) bool {
-	p.mu.Lock()
-	fd, ok := p.bells[doorbellKey{port, datamatch}]
-	if ok {
-		// Under mu: RemoveDoorbell's caller closes fd only after it.
-		unix.Write(fd, []byte{1, 0, 0, 0, 0, 0, 0, 0})
+	if !p.bells.Ring(port, datamatch) {
+		return false
 	}
-	p.mu.Unlock()
-	if ok {
-		p.doorbells.Add(1)
-	}
-	return ok
+	p.doorbells.Add(1)
+	return true
 }
 
 // takePending hands the queued mappings to a thread to apply.
