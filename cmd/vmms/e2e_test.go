@@ -738,6 +738,20 @@ func TestHostileGen2Guest(t *testing.T) {
 			t.Errorf("no %s counted for %s", ev, good)
 		}
 	}
+	// Partitions whose programs attack the platform itself (the 32-bit
+	// system-call gate, a privileged instruction, the kernel's vsyscall
+	// page, the platform's own code) end, each with its reason, while
+	// the others run.
+	attack := testguest.Static64(t, t.TempDir(), filepath.Join("..", "..", "partition", "gen2", "testdata", "attack.S"))
+	for _, mode := range []string{"int80", "hlt", "vsyscall", "stub"} {
+		name := fmt.Sprintf("atk%d-%s", os.Getpid(), mode) // the program's mode is its name's last part
+		v.startGen2(name, attack, 16)
+		if cs := v.waitOff(name, 10*time.Second); cs.HealthState != wmiapi.HealthMajorFailure || !strings.Contains(cs.LastStopReason, "program fault") {
+			t.Errorf("%s: %+v", mode, cs)
+		} else {
+			t.Logf("%s: %s", mode, cs.LastStopReason)
+		}
+	}
 	// It survived its own garbage; told to, it exits. The other
 	// partition and the root go on.
 	v.sendConsole(bad, "bye\n")
