@@ -7,8 +7,9 @@ import (
 	"github.com/partita-hv/partita/partition/control"
 )
 
-// The root keeps one spare worker process: started, its Go runtime up and
-// its KVM VM made (see gen1.Prepare), waiting for a partition. A start
+// The root keeps one spare worker process: started, its Go runtime up,
+// its platforms opened and its PC made (see gen1.Prepare), waiting for a
+// partition. A start
 // takes the spare and a new one is launched behind it, so a start does not
 // wait for a process to exec nor for the kernel's first-memory-slot cost.
 // A spare is named "(spare)" in ps until it gets its partition's name.

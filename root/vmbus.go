@@ -24,7 +24,8 @@ import (
 // providers it offers: the synthetic console and the heartbeat,
 // shutdown, time sync and KVP integration services. The worker relays
 // control messages and channel interrupts; the program's doorbells reach
-// the server's eventfds straight from KVM, and the devices read and write
+// the server's eventfds through the platform (a KVM ioeventfd, or the
+// ptrace platform's own write), and the devices read and write
 // the rings in guest memory themselves.
 type partitionBus struct {
 	tr      *xproc.Host

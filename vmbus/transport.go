@@ -15,9 +15,9 @@ var ErrInvalidConnectionID = errors.New("vmbus: invalid connection id")
 var ErrTransportClosed = errors.New("vmbus: transport closed")
 
 // Doorbell is the host's end of one guest-to-host connection id: it fires
-// each time the guest issues HvSignalEvent for that id. On KVM it is an
-// eventfd registered as an ioeventfd; across processes, an eventfd passed
-// to the guest process. Close stops it and wakes a blocked Wait.
+// each time the guest issues HvSignalEvent for that id: an eventfd passed
+// to the guest's worker, which its platform rings (on KVM as an
+// ioeventfd, on ptrace by writing it itself). Close stops it and wakes a blocked Wait.
 type Doorbell interface {
 	ring.Waiter
 	Close() error

@@ -8,8 +8,8 @@
 //     messages from the host — is a Unix SOCK_SEQPACKET socket pair, one
 //     frame per record;
 //   - a guest-to-host doorbell (HvSignalEvent on a connection id) is an
-//     eventfd the host owns and passes to the guest (on KVM, issue 5: an
-//     ioeventfd);
+//     eventfd the host owns and passes to the guest (which its platform
+//     rings: a KVM ioeventfd, or the ptrace platform itself);
 //   - a host-to-guest channel interrupt sets the channel's flag bit in the
 //     SINT 2 slot of the guest's SynIC event-flags page (SIEFP, in guest
 //     memory) and, only when the bit went from 0 to 1, writes the guest's
