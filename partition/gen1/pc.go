@@ -249,6 +249,7 @@ func newPartition(cfg Config) (*Partition, error) {
 	if err := p.addDevices(); err != nil {
 		return nil, err
 	}
+	p.pc.SetDevices(buses{p})
 	ok = true
 	return p, nil
 }
@@ -323,7 +324,7 @@ func (p *Partition) applyPAM(regs pci.PAM) error {
 			continue
 		}
 		if mem == nil {
-			if err := p.pc.UnmapRegion(seg.Base); err != nil {
+			if err := p.pc.UnmapRegion(seg.Base, seg.Size); err != nil {
 				return err
 			}
 		} else if err := p.pc.MapRegion(seg.Base, mem, readOnly); err != nil {
@@ -400,6 +401,15 @@ func (p *Partition) addDevices() error {
 	}
 	return nil
 }
+
+// buses are the PC's port and MMIO buses as the platform reaches them
+// when it serves accesses itself (tcg).
+type buses struct{ p *Partition }
+
+func (b buses) ReadPort(port uint16, data []byte)  { b.p.pio.Read(uint64(port), data) }
+func (b buses) WritePort(port uint16, data []byte) { b.p.pio.Write(uint64(port), data) }
+func (b buses) ReadMMIO(addr uint64, data []byte)  { b.p.mmio.Read(addr, data) }
+func (b buses) WriteMMIO(addr uint64, data []byte) { b.p.mmio.Write(addr, data) }
 
 // portDevice is a device at a fixed port range.
 type portDevice struct {

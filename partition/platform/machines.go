@@ -21,8 +21,13 @@ type PC interface {
 	// region exists). Guest writes to a read-only region exit as MMIO.
 	// A region at gpa replaces the one there.
 	MapRegion(gpa uint64, mem []byte, readOnly bool) error
-	// UnmapRegion removes the region at gpa; accesses there exit as MMIO.
-	UnmapRegion(gpa uint64) error
+	// UnmapRegion removes the region at gpa, size bytes long (or marks
+	// that range as having none); accesses there are MMIO.
+	UnmapRegion(gpa, size uint64) error
+	// SetDevices gives the machine the PC's devices, for platforms that
+	// serve port I/O and MMIO inside a processor's run (tcg) rather than
+	// as exits (KVM, which ignores it). Call it before the processors run.
+	SetDevices(Devices)
 	// SetIRQ drives ISA interrupt line irq of the machine's PIC and
 	// IOAPIC.
 	SetIRQ(irq uint32, level bool) error
@@ -34,6 +39,15 @@ type PC interface {
 	CPUSignature() (eax, edx uint32)
 	// Close releases the machine and its processors.
 	Close() error
+}
+
+// Devices are a PC's port-I/O and MMIO buses, as a platform that serves
+// accesses itself reaches them.
+type Devices interface {
+	ReadPort(port uint16, data []byte)
+	WritePort(port uint16, data []byte)
+	ReadMMIO(addr uint64, data []byte)
+	WriteMMIO(addr uint64, data []byte)
 }
 
 // Generation 2 layout that machine and platform share. The program's

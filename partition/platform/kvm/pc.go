@@ -55,7 +55,7 @@ func (m *pc) warm() error {
 	if err := m.MapRegion(warmGPA, page.Bytes(), false); err != nil {
 		return fmt.Errorf("warm-up slot: %w", err)
 	}
-	if err := m.UnmapRegion(warmGPA); err != nil {
+	if err := m.UnmapRegion(warmGPA, guestmem.PageSize); err != nil {
 		return fmt.Errorf("remove the warm-up slot: %w", err)
 	}
 	return nil
@@ -88,7 +88,7 @@ func (m *pc) MapRegion(gpa uint64, mem []byte, readOnly bool) error {
 }
 
 // UnmapRegion deletes the slot of the region at gpa, if there is one.
-func (m *pc) UnmapRegion(gpa uint64) error {
+func (m *pc) UnmapRegion(gpa, size uint64) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return m.unmapLocked(gpa)
@@ -106,6 +106,10 @@ func (m *pc) unmapLocked(gpa uint64) error {
 	m.used[slot] = false
 	return nil
 }
+
+// SetDevices: KVM reports port I/O and MMIO as exits, which the PC's
+// run loop serves.
+func (m *pc) SetDevices(platform.Devices) {}
 
 // SetIRQ drives a line of the in-kernel PIC and IOAPIC.
 func (m *pc) SetIRQ(irq uint32, level bool) error { return m.vm.IRQLine(irq, level) }
