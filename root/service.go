@@ -124,7 +124,7 @@ func New(cfg Config) (*Service, error) {
 	if err != nil {
 		return nil, fmt.Errorf("state directory: %w", err)
 	}
-	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+	if err := flockSoon(lock); err != nil {
 		lock.Close()
 		return nil, fmt.Errorf("state directory %s is in use by another vmms: %w", cfg.StateDir, err)
 	}
@@ -674,6 +674,22 @@ func (s *Service) Close() error {
 	}
 	s.log.Info("root service stopped", "partitions_stopped", len(ws))
 	return s.lock.Close()
+}
+
+// flockSoon takes f's exclusive flock, waiting a moment if it is held: a
+// process of ours forked between its fork and its exec holds the lock
+// of a service that has just closed (the descriptor is close-on-exec,
+// but the lock belongs to the open file, which the child shares until
+// it execs), and a real second vmms holds it for longer.
+func flockSoon(f *os.File) error {
+	deadline := time.Now().Add(250 * time.Millisecond)
+	for {
+		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+		if err != syscall.EWOULDBLOCK || time.Now().After(deadline) {
+			return err
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }
 
 // PID files: DIR/run/<id>.pid names each live worker, so that a root

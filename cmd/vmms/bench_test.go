@@ -91,7 +91,7 @@ func BenchmarkStartLatency(b *testing.B) {
 		args []string
 	}{{"partita", nil}, {"partita-no-spare", []string{"--no-spare-worker"}}} {
 		b.Run(mode.name, func(b *testing.B) {
-			requireKVM(b)
+			requireGen1(b)
 			rom := tinyROM(b)
 			v := startVMMS(b, b.TempDir(), append([]string{"--log-level", "info"}, mode.args...)...)
 			measureStarts(b, v, wmiapi.DefineSystemRequest{SystemSettings: wmiapi.VirtualSystemSettingData{ElementName: "tiny", FirmwareFile: rom},
@@ -116,7 +116,7 @@ func BenchmarkStartLatency(b *testing.B) {
 		b.ReportMetric(float64(total.Microseconds())/float64(b.N)/1000, "ms/first-byte")
 	})
 	b.Run("qemu", func(b *testing.B) {
-		requireKVM(b)
+		requireGen1(b)
 		rom := tinyROM(b)
 		qemu := testenv.RequireTool(b, "qemu-system-x86_64")
 		var total time.Duration
@@ -248,7 +248,7 @@ func median(d []time.Duration) time.Duration {
 //
 //	go test -run '^$' -bench Hvguest -benchtime 20x ./cmd/vmms
 func BenchmarkHvguest(b *testing.B) {
-	requireKVM(b)
+	requireGen1(b)
 	b.Run("banner", func(b *testing.B) {
 		v := startVMMS(b, b.TempDir(), "--log-level", "info")
 		v.defineGen2("hv", "", 64)

@@ -46,7 +46,7 @@ func demo(svc *root.Service, hvctl string, say func(string)) {
 		return []wmiapi.ResourceSettingData{{ResourceType: wmiapi.ResourceMemory, VirtualQuantity: mb}}
 	}
 	parts := []part{
-		{demoGen1, "Generation 1: SeaBIOS on the emulated PC, no disk", "SeaBIOS's banner, then its search for a boot disk",
+		{demoGen1, "Generation 1: a diskless PC booting SeaBIOS", "SeaBIOS's banner, then its search for a boot disk",
 			wmiapi.DefineSystemRequest{SystemSettings: wmiapi.VirtualSystemSettingData{ElementName: demoGen1, FirmwareFile: seabios}, ResourceSettings: mem(64)},
 			seabios},
 		{demoGen2, "Generation 2: hvguest over VMBus", "type help, devices, kvp or date",

@@ -69,7 +69,9 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-func requireKVM(t testing.TB) { testenv.RequireKVM(t) }
+// requireGen1 skips a test where no platform runs a Generation 1
+// partition (KVM, or tcg with libunicorn).
+func requireGen1(t testing.TB) string { return testplatform.RequireGen1(t) }
 
 // vmms is one running root service.
 type vmms struct {
@@ -326,7 +328,7 @@ func unique(base string) string {
 // start, console output and input, shut down through the ACPI power
 // button, the disk written and flushed, start again, turn off, destroy.
 func TestEndToEndGen1(t *testing.T) {
-	requireKVM(t)
+	requireGen1(t)
 	v := startVMMS(t, t.TempDir())
 	img, mbr := testguest.ConsoleDisk(t, t.TempDir())
 	name := unique("e2e")
@@ -366,7 +368,7 @@ func TestEndToEndGen1(t *testing.T) {
 	}
 	v.sendConsole(name, "after resume\n")
 	v.waitConsole(name, 20*time.Second, "AFTER RESUME")
-	if m := v.scrape(); !strings.Contains(m, `partita_vcpu_exits_total{partition="`+name+`",platform="kvm",reason="io"}`) {
+	if m := v.scrape(); !strings.Contains(m, `partita_vcpu_exits_total{partition="`+name+`",platform="`+requireGen1(t)+`",reason="io"}`) {
 		t.Errorf("no vCPU exit counts for %s in the scrape", name)
 	}
 
@@ -465,7 +467,7 @@ func (v *vmms) scrape() string {
 // power button (SeaBIOS with no disk to boot) gets a failed shut-down job
 // with the reason, and keeps running until turned off.
 func TestShutDownWithoutListener(t *testing.T) {
-	requireKVM(t)
+	requireGen1(t)
 	rom := testenv.RequireFile(t, testguest.SeaBIOS, "seabios")
 	v := startVMMS(t, t.TempDir())
 	name := unique("deaf")

@@ -21,7 +21,7 @@ import (
 // TestWorkerKilled: kill -9 of one worker moves its partition to Off with
 // a reason within a second; the other partition and the API keep going.
 func TestWorkerKilled(t *testing.T) {
-	requireKVM(t)
+	requireGen1(t)
 	v := startVMMS(t, t.TempDir())
 	names := []string{unique("victim"), unique("bystander")}
 	for _, n := range names {
@@ -72,7 +72,7 @@ func TestWorkerKilled(t *testing.T) {
 // themselves; a new root on the same state directory has every
 // definition back, Off, and no worker of the old one is left.
 func TestRootRestart(t *testing.T) {
-	requireKVM(t)
+	requireGen1(t)
 	dir := t.TempDir()
 	v := startVMMS(t, dir)
 	name := unique("restart")
@@ -113,7 +113,7 @@ func TestRootRestart(t *testing.T) {
 // a torn state), and at the end each partition is in a stable state the
 // worker agrees with.
 func TestStateChangeStorm(t *testing.T) {
-	requireKVM(t)
+	requireGen1(t)
 	v := startVMMS(t, t.TempDir())
 	names := []string{unique("storm-a"), unique("storm-b")}
 	for _, n := range names {
@@ -257,7 +257,7 @@ func TestDefinitionsSurviveRootKill(t *testing.T) {
 // TestDiskRunsInOnePartition: two partitions defined on one image cannot
 // run at once.
 func TestDiskRunsInOnePartition(t *testing.T) {
-	requireKVM(t)
+	requireGen1(t)
 	v := startVMMS(t, t.TempDir())
 	img, _ := testguest.ConsoleDisk(t, t.TempDir())
 	a, b := unique("disk-a"), unique("disk-b")
@@ -281,7 +281,7 @@ func TestDiskRunsInOnePartition(t *testing.T) {
 // not power off is overridden by a turn off; the shut down's job ends
 // Killed.
 func TestTurnOffOverridesShutDown(t *testing.T) {
-	requireKVM(t)
+	requireGen1(t)
 	v := startVMMS(t, t.TempDir())
 	img, _ := testguest.ConsoleDisk(t, t.TempDir())
 	name := unique("override")

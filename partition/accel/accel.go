@@ -2,9 +2,9 @@
 // runs a partition: the --accel flag of vmms and vmwp. "kvm" is a KVM
 // virtual machine and runs both generations where /dev/kvm opens; "ptrace"
 // runs a Generation 2 program as native threads of a traced process and
-// works anywhere. "auto", the default, takes KVM where it opens and the
-// software platform of each generation elsewhere (Generation 1 has none
-// yet: a software CPU comes next).
+// "tcg" a Generation 1 PC on a software CPU (Unicorn), both anywhere.
+// "auto", the default, takes KVM where it opens and the software platform
+// of each generation elsewhere.
 package accel
 
 import (
@@ -22,10 +22,11 @@ const (
 	Auto   = "auto"
 	KVM    = "kvm"
 	Ptrace = "ptrace"
+	TCG    = "tcg"
 )
 
 // Choices lists what --accel takes.
-var Choices = []string{Auto, KVM, Ptrace}
+var Choices = []string{Auto, KVM, Ptrace, TCG}
 
 // ErrBadChoice: --accel names no platform.
 var ErrBadChoice = errors.New("accel: unknown platform")
@@ -46,7 +47,7 @@ func candidates(choice string, generation int) []string {
 	switch choice {
 	case Auto:
 		if generation == 1 {
-			return []string{KVM}
+			return []string{KVM, TCG}
 		}
 		return []string{KVM, Ptrace}
 	case "":
@@ -77,11 +78,7 @@ func Open(choice string, generation int) (platform.Platform, error) {
 		}
 		why = append(why, msg)
 	}
-	hint := ""
-	if generation == 1 && choice != Ptrace {
-		hint = "; Generation 1 needs KVM in this version (a software CPU comes next), while Generation 2 runs without it on ptrace"
-	}
-	return nil, &noPlatform{fmt.Sprintf("no platform runs a Generation %d partition here (tried %s)%s", generation, strings.Join(why, "; "), hint)}
+	return nil, &noPlatform{fmt.Sprintf("no platform runs a Generation %d partition here (tried %s)", generation, strings.Join(why, "; "))}
 }
 
 // noPlatform says why no platform can run a generation; it is a
@@ -112,6 +109,11 @@ func open(name string, generation int) (platform.Platform, error) {
 			return nil, fmt.Errorf("%w: ptrace runs Generation 2 programs only", platform.ErrUnsupported)
 		}
 		return ptrace.NewPlatform()
+	case TCG:
+		if generation != 1 {
+			return nil, fmt.Errorf("%w: tcg runs Generation 1 PCs only", platform.ErrUnsupported)
+		}
+		return openTCG()
 	}
 	return nil, fmt.Errorf("%w %q", ErrBadChoice, name)
 }

@@ -578,12 +578,22 @@ func (p *Partition) ConsoleInput(r io.Reader) error {
 // LastPOSTCode is the last value written to port 0x80.
 func (p *Partition) LastPOSTCode() byte { return byte(p.lastPOST.Load()) }
 
-// Exits returns exit counts by kind.
+// Exits returns exit counts by kind. A platform that serves port I/O,
+// MMIO and HLT inside its processors' runs (tcg) counts them itself; they
+// are added to their kinds.
 func (p *Partition) Exits() map[platform.ExitKind]uint64 {
 	m := make(map[platform.ExitKind]uint64)
 	for i := range p.exits {
 		if n := p.exits[i].Load(); n != 0 {
 			m[platform.ExitKind(i)] = n
+		}
+	}
+	if c, ok := p.pc.(platform.Counters); ok {
+		counts := c.Counters()
+		for _, k := range []platform.ExitKind{platform.ExitPortIO, platform.ExitMMIO, platform.ExitHalt} {
+			if n := counts[k.String()]; n != 0 {
+				m[k] += n
+			}
 		}
 	}
 	return m

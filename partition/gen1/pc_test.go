@@ -18,8 +18,9 @@ import (
 	"github.com/partita-hv/partita/guestmem"
 	"github.com/partita-hv/partita/internal/testenv"
 	"github.com/partita-hv/partita/internal/testguest"
+	"github.com/partita-hv/partita/internal/testplatform"
+	"github.com/partita-hv/partita/partition/accel"
 	"github.com/partita-hv/partita/partition/platform"
-	"github.com/partita-hv/partita/partition/platform/kvm"
 	"github.com/partita-hv/partita/vsp/disk"
 )
 
@@ -32,13 +33,15 @@ func assemble(t testing.TB, name, text string) string {
 	return testguest.AssembleToFile(t, filepath.Join("testdata", name+".S"), text)
 }
 
-func requireKVM(t testing.TB) { testenv.RequireKVM(t) }
+// requireKVM skips a test where no platform runs a Generation 1 PC (KVM,
+// or tcg with Debian's libunicorn).
+func requireKVM(t testing.TB) { testplatform.RequireGen1(t) }
 
-// kvmPlatform opens KVM as a platform, or skips where there is none.
-func kvmPlatform(t testing.TB) *kvm.Platform {
+// gen1Platform opens the platform a PC gets here, or skips.
+func gen1Platform(t testing.TB) platform.Platform {
 	t.Helper()
 	requireKVM(t)
-	pl, err := kvm.NewPlatform()
+	pl, err := accel.Open(accel.Auto, 1)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,7 +8,7 @@ import (
 
 // TestPreparedVM runs the tiny ROM on a VM made ahead.
 func TestPreparedVM(t *testing.T) {
-	pr, err := Prepare(kvmPlatform(t), 1)
+	pr, err := Prepare(gen1Platform(t), 1)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -24,7 +24,7 @@ func TestPreparedVM(t *testing.T) {
 // TestPreparedVMClosedOnBadConfig: New owns the prepared VM even when it
 // refuses the configuration.
 func TestPreparedVMClosedOnBadConfig(t *testing.T) {
-	pr, err := Prepare(kvmPlatform(t), 1)
+	pr, err := Prepare(gen1Platform(t), 1)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -39,7 +39,7 @@ func TestPreparedVMClosedOnBadConfig(t *testing.T) {
 
 // BenchmarkPrepare measures what a spare worker does ahead of a start.
 func BenchmarkPrepare(b *testing.B) {
-	pl := kvmPlatform(b)
+	pl := gen1Platform(b)
 	for i := 0; i < b.N; i++ {
 		pr, err := Prepare(pl, 1)
 		if err != nil {

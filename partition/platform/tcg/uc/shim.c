@@ -8,10 +8,6 @@ void pt_set(int *flag, int v) { __atomic_store_n(flag, v, __ATOMIC_SEQ_CST); }
 // and the guest has interrupts enabled.
 static void block_hook(uc_engine *uc, uint64_t addr, uint32_t size, void *u) {
 	struct pt_engine *e = u;
-	if (__atomic_load_n(&e->restore, __ATOMIC_RELAXED)) {
-		__atomic_store_n(&e->restore, 0, __ATOMIC_RELAXED);
-		goRestore(e->handle);
-	}
 	if (__atomic_load_n(&e->stop, __ATOMIC_RELAXED)) {
 		uc_emu_stop(uc);
 		return;
@@ -37,10 +33,8 @@ static void intr_hook(uc_engine *uc, uint32_t intno, void *u) {
 }
 
 static bool write_prot_hook(uc_engine *uc, uc_mem_type type, uint64_t addr, int size, int64_t value, void *u) {
-	struct pt_engine *e = u;
-	if (goWriteProt(e->handle, addr, size))
-		__atomic_store_n(&e->restore, 1, __ATOMIC_RELAXED);
-	return true;
+	goWriteProt(((struct pt_engine *)u)->handle, addr, size);
+	return true; // the engine drops the store (the region is read-only)
 }
 
 static bool unmapped_hook(uc_engine *uc, uc_mem_type type, uint64_t addr, int size, int64_t value, void *u) {

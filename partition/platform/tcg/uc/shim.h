@@ -11,7 +11,6 @@ struct pt_engine {
 	uintptr_t handle;   // the Go engine's cgo.Handle
 	int stop;           // atomic: stop at the next block
 	int irq;            // atomic: stop at the next block where IF is set
-	int restore;        // atomic: a dropped ROM write to undo at the next block
 };
 
 struct pt_mmio {

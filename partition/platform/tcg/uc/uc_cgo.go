@@ -42,11 +42,9 @@ type Hooks interface {
 	// CPUID answers CPUID from EAX and ECX; true if it did (it wrote
 	// the registers), false for the engine's own answer.
 	CPUID() bool
-	// WriteProtected is a store to read-only memory; true asks for
-	// Restore at the next block (the store lands, and is to be undone).
-	WriteProtected(addr uint64, size int) bool
-	// Restore undoes the stores WriteProtected asked to.
-	Restore()
+	// WriteProtected is a store to read-only memory, which the engine
+	// then drops, as a PC's bus drops a store to ROM.
+	WriteProtected(addr uint64, size int)
 	// Unmapped is an access to an address nothing maps; the engine stops.
 	Unmapped(write, fetch bool, addr uint64, size int)
 }
@@ -70,12 +68,20 @@ type Engine struct {
 	mmio map[uint64]*C.struct_pt_mmio // MMIO ranges by base; guarded by mu
 }
 
-// ErrUnicorn wraps an error of the library.
-var ErrUnicorn = errors.New("unicorn")
+// Errors: every error of the library wraps ErrUnicorn; an invalid
+// instruction also wraps ErrInvalidInstruction.
+var (
+	ErrUnicorn            = errors.New("unicorn")
+	ErrInvalidInstruction = errors.New("invalid instruction")
+)
 
 func ucErr(what string, e C.uc_err) error {
 	if e == C.UC_ERR_OK {
 		return nil
+	}
+	switch e {
+	case C.UC_ERR_INSN_INVALID:
+		return fmt.Errorf("%w: %w: %s", ErrUnicorn, ErrInvalidInstruction, what)
 	}
 	return fmt.Errorf("%w: %s: %s", ErrUnicorn, what, C.GoString(C.uc_strerror(e)))
 }
@@ -120,12 +126,27 @@ func (e *Engine) Close() error {
 // MapPtr makes mem guest memory at addr. SAFETY: mem must be page
 // aligned and stay mapped (not Go-heap memory) until Unmap: the engine
 // keeps its address and reads and writes it while it runs.
+//
+// Without ProtWrite the memory is ROM: a store to it reaches the hooks'
+// WriteProtected and is dropped. (uc_mem_map_ptr records the permission
+// but leaves the region writable to the TLB; uc_mem_protect marks it
+// read-only, so that a store the hook lets through is discarded.)
 func (e *Engine) MapPtr(addr uint64, mem []byte, prot Prot) error {
 	if len(mem) == 0 {
 		return fmt.Errorf("uc: empty mapping at %#x", addr)
 	}
-	return ucErr(fmt.Sprintf("map %#x+%#x", addr, len(mem)),
-		C.uc_mem_map_ptr(e.c.uc, C.uint64_t(addr), C.size_t(len(mem)), C.uint32_t(prot), unsafe.Pointer(unsafe.SliceData(mem))))
+	what := fmt.Sprintf("map %#x+%#x", addr, len(mem))
+	if err := ucErr(what, C.uc_mem_map_ptr(e.c.uc, C.uint64_t(addr), C.size_t(len(mem)), C.uint32_t(prot), unsafe.Pointer(unsafe.SliceData(mem)))); err != nil {
+		return err
+	}
+	if prot&ProtWrite != 0 {
+		return nil
+	}
+	if err := ucErr(what+" read-only", C.uc_mem_protect(e.c.uc, C.uint64_t(addr), C.size_t(len(mem)), C.uint32_t(prot))); err != nil {
+		C.uc_mem_unmap(e.c.uc, C.uint64_t(addr), C.size_t(len(mem)))
+		return err
+	}
+	return nil
 }
 
 // MapMMIO makes [addr, addr+size) an MMIO range: accesses go to the
@@ -290,12 +311,9 @@ func goCPUID(h C.uintptr_t) C.int {
 }
 
 //export goWriteProt
-func goWriteProt(h C.uintptr_t, addr C.uint64_t, size C.int) C.bool {
-	return C.bool(engineOf(h).hooks.WriteProtected(uint64(addr), int(size)))
+func goWriteProt(h C.uintptr_t, addr C.uint64_t, size C.int) {
+	engineOf(h).hooks.WriteProtected(uint64(addr), int(size))
 }
-
-//export goRestore
-func goRestore(h C.uintptr_t) { engineOf(h).hooks.Restore() }
 
 //export goUnmapped
 func goUnmapped(h C.uintptr_t, typ C.int, addr C.uint64_t, size C.int) {

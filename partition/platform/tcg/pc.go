@@ -1,0 +1,336 @@
+package tcg
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"sort"
+	"sync"
+	"sync/atomic"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/partita-hv/partita/emulation/pic"
+	"github.com/partita-hv/partita/emulation/pit"
+	"github.com/partita-hv/partita/partition/platform"
+	"github.com/partita-hv/partita/partition/platform/tcg/uc"
+)
+
+// region is guest memory the PC maps: host memory at a guest physical
+// address, or an MMIO range (mem nil).
+type region struct {
+	gpa      uint64
+	mem      []byte
+	size     uint64
+	readOnly bool
+}
+
+// pc is a Generation 1 machine on one Unicorn engine.
+type pc struct {
+	log hclog.Logger
+	eng *uc.Engine
+	pic *pic.PIC
+	pit *pit.PIT
+
+	// mu guards the memory map and the devices; the engine's hooks run
+	// with it not held (they run inside Start).
+	mu      sync.Mutex
+	regions map[uint64]region // by GPA, RAM, ROM and MMIO alike
+	ready   bool              // the gaps below 4 GiB are MMIO (the first run)
+	closed  bool              // Close has begun: the engine may be gone
+	devices platform.Devices
+	cpu     *processor // the bootstrap processor, which runs in the engine
+
+	engine sync.Mutex // one processor in the engine at a time
+
+	wake chan struct{} // a processor waiting in HLT looks again (capacity 1)
+
+	// Set by the hooks on the thread in the engine, read after Start.
+	fault string // a reason to stop the machine
+
+	ports, mmioAccesses, interrupts, halts, romWrites atomic.Uint64
+	unmappedPorts                                     atomic.Uint64
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// NewPC makes the engine, the interrupt controllers and the timer.
+func (pl *Platform) NewPC(cfg platform.PCConfig) (platform.PC, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = hclog.NewNullLogger()
+	}
+	m := &pc{log: cfg.Logger.Named("tcg"), regions: map[uint64]region{}, wake: make(chan struct{}, 1)}
+	m.pic = pic.New(m.interruptChanged)
+	m.pit = pit.New(func(level bool) { m.pic.SetIRQ(0, level) }, nil)
+	eng, err := uc.Open(hooks{m})
+	if err != nil {
+		m.pit.Close()
+		return nil, fmt.Errorf("%w: %w", platform.ErrUnavailable, err)
+	}
+	m.eng = eng
+	return m, nil
+}
+
+// interruptChanged runs when the interrupt controllers' output may have
+// changed: a processor in the engine stops where it could take one, and
+// one in HLT looks again.
+func (m *pc) interruptChanged() {
+	if m.pic.Pending() {
+		m.eng.WantInterruptWindow(true)
+		select {
+		case m.wake <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// MapRegion maps host memory at gpa, replacing the region there.
+func (m *pc) MapRegion(gpa uint64, mem []byte, readOnly bool) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return errClosed
+	}
+	if err := m.unmapLocked(gpa); err != nil {
+		return err
+	}
+	prot := uc.ProtRead | uc.ProtExec
+	if !readOnly {
+		prot |= uc.ProtWrite
+	}
+	if err := m.eng.MapPtr(gpa, mem, prot); err != nil {
+		return err
+	}
+	m.regions[gpa] = region{gpa: gpa, mem: mem, size: uint64(len(mem)), readOnly: readOnly}
+	return nil
+}
+
+// UnmapRegion makes [gpa, gpa+size) MMIO, replacing the region there.
+func (m *pc) UnmapRegion(gpa, size uint64) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return errClosed
+	}
+	if r, ok := m.regions[gpa]; ok && r.mem == nil && r.size == size {
+		return nil
+	}
+	if err := m.unmapLocked(gpa); err != nil {
+		return err
+	}
+	if err := m.eng.MapMMIO(gpa, size); err != nil {
+		return err
+	}
+	m.regions[gpa] = region{gpa: gpa, size: size}
+	return nil
+}
+
+func (m *pc) unmapLocked(gpa uint64) error {
+	r, ok := m.regions[gpa]
+	if !ok {
+		return nil
+	}
+	if err := m.eng.Unmap(gpa, r.size); err != nil {
+		return err
+	}
+	delete(m.regions, gpa)
+	return nil
+}
+
+// mapGapsLocked makes every address below 4 GiB that no region holds
+// MMIO: Unicorn stops at an unmapped address, a PC's bus reads all ones.
+func (m *pc) mapGapsLocked() error {
+	var rs []region
+	for _, r := range m.regions {
+		rs = append(rs, r)
+	}
+	sort.Slice(rs, func(i, j int) bool { return rs[i].gpa < rs[j].gpa })
+	at := uint64(0)
+	for _, r := range append(rs, region{gpa: 1 << 32}) {
+		if r.gpa < at {
+			return fmt.Errorf("tcg: regions overlap at %#x", r.gpa)
+		}
+		if r.gpa > at {
+			if err := m.eng.MapMMIO(at, r.gpa-at); err != nil {
+				return err
+			}
+			m.regions[at] = region{gpa: at, size: r.gpa - at}
+		}
+		at = r.gpa + r.size
+	}
+	m.ready = true
+	return nil
+}
+
+// SetDevices attaches the PC's buses.
+func (m *pc) SetDevices(d platform.Devices) {
+	m.mu.Lock()
+	m.devices = d
+	m.mu.Unlock()
+}
+
+// SetIRQ drives an ISA line of the 8259A pair.
+func (m *pc) SetIRQ(irq uint32, level bool) error {
+	m.pic.SetIRQ(int(irq), level)
+	return nil
+}
+
+// CPUSignature is our CPUID table's leaf 1.
+func (m *pc) CPUSignature() (eax, edx uint32) {
+	l := cpuidLeaf(1, 0, 0)
+	return l[0], l[3]
+}
+
+// Counters reports the work the platform does inside the engine.
+func (m *pc) Counters() map[string]uint64 {
+	return map[string]uint64{
+		"io": m.ports.Load(), "mmio": m.mmioAccesses.Load(), "interrupt": m.interrupts.Load(),
+		"hlt": m.halts.Load(), "rom_write": m.romWrites.Load(), "io_unmapped": m.unmappedPorts.Load(),
+	}
+}
+
+// Close releases the engine and stops the timer.
+func (m *pc) Close() error {
+	m.closeOnce.Do(func() {
+		m.mu.Lock()
+		m.closed = true
+		m.mu.Unlock()
+		m.pit.Close()
+		m.engine.Lock()
+		m.closeErr = m.eng.Close()
+		m.engine.Unlock()
+	})
+	return m.closeErr
+}
+
+var errClosed = errors.New("tcg: the machine is closed")
+
+// hooks serve the engine's callbacks; they run on the thread in Start.
+type hooks struct{ m *pc }
+
+// chipset returns the device of a port the platform itself decodes.
+func (m *pc) chipset(port uint16) (dev interface {
+	Read(uint64, []byte)
+	Write(uint64, []byte)
+}, offset uint64) {
+	switch {
+	case port >= pic.MasterBase && port < pic.MasterBase+2:
+		return m.pic.Master(), uint64(port - pic.MasterBase)
+	case port >= pic.SlaveBase && port < pic.SlaveBase+2:
+		return m.pic.Slave(), uint64(port - pic.SlaveBase)
+	case port >= pic.ELCRBase && port < pic.ELCRBase+2:
+		return m.pic.ELCR(), uint64(port - pic.ELCRBase)
+	case port >= pit.Base && port < pit.Base+pit.Size:
+		return m.pit, uint64(port - pit.Base)
+	case port == pit.PortB:
+		return m.pit.PortB(), 0
+	}
+	return nil, 0
+}
+
+func (h hooks) In(port uint16, size int) uint32 {
+	m := h.m
+	m.ports.Add(1)
+	var b [4]byte
+	data := b[:min(max(size, 1), 4)]
+	if dev, off := m.chipset(port); dev != nil {
+		dev.Read(off, data)
+	} else if d := m.devicesOf(); d != nil {
+		d.ReadPort(port, data)
+	} else {
+		m.unmappedPorts.Add(1)
+		for i := range data {
+			data[i] = 0xFF
+		}
+	}
+	return binary.LittleEndian.Uint32(b[:])
+}
+
+func (h hooks) Out(port uint16, size int, value uint32) {
+	m := h.m
+	m.ports.Add(1)
+	var b [4]byte
+	binary.LittleEndian.PutUint32(b[:], value)
+	data := b[:min(max(size, 1), 4)]
+	if dev, off := m.chipset(port); dev != nil {
+		dev.Write(off, data)
+	} else if d := m.devicesOf(); d != nil {
+		d.WritePort(port, data)
+	} else {
+		m.unmappedPorts.Add(1)
+	}
+}
+
+func (m *pc) devicesOf() platform.Devices {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.devices
+}
+
+func (h hooks) MMIORead(addr uint64, size int) uint64 {
+	m := h.m
+	m.mmioAccesses.Add(1)
+	var b [8]byte
+	data := b[:min(max(size, 1), 8)]
+	if d := m.devicesOf(); d != nil {
+		d.ReadMMIO(addr, data)
+	} else {
+		for i := range data {
+			data[i] = 0xFF
+		}
+	}
+	return binary.LittleEndian.Uint64(b[:])
+}
+
+func (h hooks) MMIOWrite(addr uint64, size int, value uint64) {
+	m := h.m
+	m.mmioAccesses.Add(1)
+	var b [8]byte
+	binary.LittleEndian.PutUint64(b[:], value)
+	if d := m.devicesOf(); d != nil {
+		d.WriteMMIO(addr, b[:min(max(size, 1), 8)])
+	}
+}
+
+func (h hooks) Interrupt(vector uint32) { h.m.cpu.softwareInterrupt(vector) }
+
+func (h hooks) CPUID() bool {
+	eng := h.m.eng
+	eax, err1 := eng.Read(uc.EAX)
+	ecx, err2 := eng.Read(uc.ECX)
+	if err1 != nil || err2 != nil {
+		return false
+	}
+	l := cpuidLeaf(uint32(eax), uint32(ecx), 0)
+	for i, r := range []uc.Reg{uc.EAX, uc.EBX, uc.ECX, uc.EDX} {
+		eng.Write(r, uint64(l[i]))
+	}
+	return true
+}
+
+// WriteProtected counts a store to read-only memory (ROM, or shadow RAM
+// the chipset made read-only), which the engine drops as the bus would.
+func (h hooks) WriteProtected(addr uint64, size int) { h.m.romWrites.Add(1) }
+
+// Unmapped is an access beyond every region (above 4 GiB): the machine
+// stops.
+func (h hooks) Unmapped(write, fetch bool, addr uint64, size int) {
+	what := "read"
+	switch {
+	case write:
+		what = "write"
+	case fetch:
+		what = "instruction fetch"
+	}
+	h.m.fail(fmt.Sprintf("%s of %d bytes at guest physical %#x, where nothing is", what, size, addr))
+}
+
+// fail records why the machine stops (the first reason wins) and makes
+// the engine stop.
+func (m *pc) fail(why string) {
+	if m.fault == "" {
+		m.fault = why
+	}
+	m.eng.Stop()
+}
