@@ -151,11 +151,18 @@ func (m *pc) mapGapsLocked() error {
 		if r.gpa < at {
 			return fmt.Errorf("tcg: regions overlap at %#x", r.gpa)
 		}
-		if r.gpa > at {
-			if err := m.eng.MapMMIO(at, r.gpa-at); err != nil {
+		// The reset stub's page is an MMIO range of its own: the stub
+		// takes its place at each reset, and Unicorn takes tens of
+		// milliseconds to cut a page out of a larger range.
+		for _, end := range []uint64{stubGPA, stubGPA + 0x1000, r.gpa} {
+			if end <= at || end > r.gpa {
+				continue
+			}
+			if err := m.eng.MapMMIO(at, end-at); err != nil {
 				return err
 			}
-			m.regions[at] = region{gpa: at, size: r.gpa - at}
+			m.regions[at] = region{gpa: at, size: end - at}
+			at = end
 		}
 		at = r.gpa + r.size
 	}
