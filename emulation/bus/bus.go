@@ -45,8 +45,11 @@ type Stats struct {
 type Bus struct {
 	name string
 
-	mu      sync.RWMutex
-	entries []entry // sorted by base, non-overlapping; guarded by mu
+	// mu serializes changes; readers load entries without it. A change
+	// publishes a new slice (sorted by base, non-overlapping), so an
+	// access sees the map before or after it, never half of it.
+	mu      sync.Mutex
+	entries atomic.Pointer[[]entry]
 
 	reads, writes, unhandledReads, unhandledWrites atomic.Uint64
 }
@@ -67,18 +70,19 @@ func (b *Bus) Register(name string, base, size uint64, dev Device) error {
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	i := sort.Search(len(b.entries), func(i int) bool { return b.entries[i].base >= base })
-	if i < len(b.entries) && b.entries[i].base < base+size {
-		e := b.entries[i]
+	old := b.list()
+	i := sort.Search(len(old), func(i int) bool { return old[i].base >= base })
+	if i < len(old) && old[i].base < base+size {
+		e := old[i]
 		return fmt.Errorf("%w: %s %#x+%#x and %s %#x+%#x on %s", ErrOverlap, name, base, size, e.name, e.base, e.size, b.name)
 	}
-	if i > 0 && b.entries[i-1].base+b.entries[i-1].size > base {
-		e := b.entries[i-1]
+	if i > 0 && old[i-1].base+old[i-1].size > base {
+		e := old[i-1]
 		return fmt.Errorf("%w: %s %#x+%#x and %s %#x+%#x on %s", ErrOverlap, name, base, size, e.name, e.base, e.size, b.name)
 	}
-	b.entries = append(b.entries, entry{})
-	copy(b.entries[i+1:], b.entries[i:])
-	b.entries[i] = entry{base: base, size: size, name: name, dev: dev}
+	list := make([]entry, 0, len(old)+1)
+	list = append(append(append(list, old[:i]...), entry{base: base, size: size, name: name, dev: dev}), old[i:]...)
+	b.entries.Store(&list)
 	return nil
 }
 
@@ -86,23 +90,42 @@ func (b *Bus) Register(name string, base, size uint64, dev Device) error {
 func (b *Bus) Unregister(base uint64) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	i := sort.Search(len(b.entries), func(i int) bool { return b.entries[i].base >= base })
-	if i == len(b.entries) || b.entries[i].base != base {
+	old := b.list()
+	i := sort.Search(len(old), func(i int) bool { return old[i].base >= base })
+	if i == len(old) || old[i].base != base {
 		return fmt.Errorf("bus %s: nothing registered at %#x", b.name, base)
 	}
-	b.entries = append(b.entries[:i], b.entries[i+1:]...)
+	list := append(append(make([]entry, 0, len(old)-1), old[:i]...), old[i+1:]...)
+	b.entries.Store(&list)
 	return nil
 }
 
-// find returns the device owning the whole access [addr, addr+n).
+// list is the current map.
+func (b *Bus) list() []entry {
+	if l := b.entries.Load(); l != nil {
+		return *l
+	}
+	return nil
+}
+
+// find returns the device owning the whole access [addr, addr+n). It
+// runs on every access: no lock, no allocation.
 func (b *Bus) find(addr uint64, n int) (Device, uint64, bool) {
-	b.mu.RLock()
-	defer b.mu.RUnlock()
-	i := sort.Search(len(b.entries), func(i int) bool { return b.entries[i].base > addr }) - 1
-	if i < 0 {
+	list := b.list()
+	// The last entry whose base is at most addr.
+	lo, hi := 0, len(list)
+	for lo < hi {
+		mid := int(uint(lo+hi) >> 1)
+		if list[mid].base <= addr {
+			lo = mid + 1
+		} else {
+			hi = mid
+		}
+	}
+	if lo == 0 {
 		return nil, 0, false
 	}
-	e := b.entries[i]
+	e := &list[lo-1]
 	off := addr - e.base
 	if off >= e.size || uint64(n) > e.size-off {
 		return nil, 0, false

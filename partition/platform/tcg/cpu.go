@@ -114,7 +114,7 @@ func (p *processor) Run() (platform.Exit, error) {
 			if flags&flagIF != 0 {
 				if vector, ok := m.pic.Acknowledge(); ok {
 					p.halted = false
-					m.interrupts.Add(1)
+					count(&m.interrupts)
 					if err := p.deliver(uint8(vector), false, false); err != nil {
 						return p.stop(err.Error())
 					}
@@ -141,7 +141,7 @@ func (p *processor) Run() (platform.Exit, error) {
 			// HLT, or the interrupt window: the next turn tells.
 			if !m.pic.Pending() || !p.interruptsEnabled() {
 				p.halted = true
-				m.halts.Add(1)
+				count(&m.halts)
 			}
 		case err == nil:
 		case errors.Is(err, uc.ErrInvalidInstruction):

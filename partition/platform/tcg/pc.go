@@ -38,16 +38,21 @@ type pc struct {
 	regions map[uint64]region // by GPA, RAM, ROM and MMIO alike
 	ready   bool              // the gaps below 4 GiB are MMIO (the first run)
 	closed  bool              // Close has begun: the engine may be gone
-	devices platform.Devices
-	cpu     *processor // the bootstrap processor, which runs in the engine
+	cpu     *processor        // the bootstrap processor, which runs in the engine
+
+	// devices are the PC's buses (SetDevices); the hooks read them on
+	// every access, without a lock.
+	devices atomic.Pointer[platform.Devices]
 
 	engine sync.Mutex // one processor in the engine at a time
 
 	wake chan struct{} // a processor waiting in HLT looks again (capacity 1)
 
 	// Set by the hooks on the thread in the engine, read after Start.
-	fault string // a reason to stop the machine
+	fault string  // a reason to stop the machine
+	data  [8]byte // an access's bytes: a local would escape to the heap
 
+	// Counters: only the thread in the engine writes them (count).
 	ports, mmioAccesses, interrupts, halts, romWrites atomic.Uint64
 	unmappedPorts                                     atomic.Uint64
 
@@ -172,9 +177,7 @@ func (m *pc) mapGapsLocked() error {
 
 // SetDevices attaches the PC's buses.
 func (m *pc) SetDevices(d platform.Devices) {
-	m.mu.Lock()
-	m.devices = d
-	m.mu.Unlock()
+	m.devices.Store(&d)
 }
 
 // SetIRQ drives an ISA line of the 8259A pair.
@@ -213,6 +216,11 @@ func (m *pc) Close() error {
 
 var errClosed = errors.New("tcg: the machine is closed")
 
+// count adds one to a counter that only the thread in the engine writes:
+// a plain load and store, which readers on other threads see whole,
+// without the locked add an access would otherwise pay.
+func count(c *atomic.Uint64) { c.Store(c.Load() + 1) }
+
 // hooks serve the engine's callbacks; they run on the thread in Start.
 type hooks struct{ m *pc }
 
@@ -238,26 +246,27 @@ func (m *pc) chipset(port uint16) (dev interface {
 
 func (h hooks) In(port uint16, size int) uint32 {
 	m := h.m
-	m.ports.Add(1)
-	var b [4]byte
+	count(&m.ports)
+	b := &m.data
+	*b = [8]byte{}
 	data := b[:min(max(size, 1), 4)]
 	if dev, off := m.chipset(port); dev != nil {
 		dev.Read(off, data)
 	} else if d := m.devicesOf(); d != nil {
 		d.ReadPort(port, data)
 	} else {
-		m.unmappedPorts.Add(1)
+		count(&m.unmappedPorts)
 		for i := range data {
 			data[i] = 0xFF
 		}
 	}
-	return binary.LittleEndian.Uint32(b[:])
+	return binary.LittleEndian.Uint32(b[:4])
 }
 
 func (h hooks) Out(port uint16, size int, value uint32) {
 	m := h.m
-	m.ports.Add(1)
-	var b [4]byte
+	count(&m.ports)
+	b := &m.data
 	binary.LittleEndian.PutUint32(b[:], value)
 	data := b[:min(max(size, 1), 4)]
 	if dev, off := m.chipset(port); dev != nil {
@@ -265,20 +274,22 @@ func (h hooks) Out(port uint16, size int, value uint32) {
 	} else if d := m.devicesOf(); d != nil {
 		d.WritePort(port, data)
 	} else {
-		m.unmappedPorts.Add(1)
+		count(&m.unmappedPorts)
 	}
 }
 
 func (m *pc) devicesOf() platform.Devices {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return m.devices
+	if d := m.devices.Load(); d != nil {
+		return *d
+	}
+	return nil
 }
 
 func (h hooks) MMIORead(addr uint64, size int) uint64 {
 	m := h.m
-	m.mmioAccesses.Add(1)
-	var b [8]byte
+	count(&m.mmioAccesses)
+	b := &m.data
+	*b = [8]byte{}
 	data := b[:min(max(size, 1), 8)]
 	if d := m.devicesOf(); d != nil {
 		d.ReadMMIO(addr, data)
@@ -292,8 +303,8 @@ func (h hooks) MMIORead(addr uint64, size int) uint64 {
 
 func (h hooks) MMIOWrite(addr uint64, size int, value uint64) {
 	m := h.m
-	m.mmioAccesses.Add(1)
-	var b [8]byte
+	count(&m.mmioAccesses)
+	b := &m.data
 	binary.LittleEndian.PutUint64(b[:], value)
 	if d := m.devicesOf(); d != nil {
 		d.WriteMMIO(addr, b[:min(max(size, 1), 8)])
@@ -318,7 +329,7 @@ func (h hooks) CPUID() bool {
 
 // WriteProtected counts a store to read-only memory (ROM, or shadow RAM
 // the chipset made read-only), which the engine drops as the bus would.
-func (h hooks) WriteProtected(addr uint64, size int) { h.m.romWrites.Add(1) }
+func (h hooks) WriteProtected(addr uint64, size int) { count(&h.m.romWrites) }
 
 // Unmapped is an access beyond every region (above 4 GiB): the machine
 // stops.

@@ -48,7 +48,11 @@ var _ platform.Platform = (*Platform)(nil)
 
 // NewPlatform checks the library: Unicorn 2.
 func NewPlatform() (*Platform, error) {
-	if major, minor := uc.Version(); major != 2 {
+	major, minor, err := uc.Version()
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", platform.ErrUnavailable, err)
+	}
+	if major != 2 {
 		return nil, fmt.Errorf("%w: libunicorn %d.%d, want 2.x", platform.ErrUnavailable, major, minor)
 	}
 	return &Platform{}, nil

@@ -9,10 +9,16 @@
 // without calling uc_emu_stop from another thread, which corrupts the
 // guest in 2.0.1. Port I/O, MMIO, CPUID, INT n and exceptions call into
 // Go (Hooks), on the thread that runs the engine.
+//
+// The library is loaded with dlopen the first time an engine or its
+// version is asked for, not linked: building needs its header
+// (libunicorn-dev), running a tcg partition needs libunicorn.so.2
+// (libunicorn2), and a process that never runs one neither loads it nor
+// pays the ~18 ms its loading costs.
 package uc
 
 /*
-#cgo LDFLAGS: -lunicorn
+#cgo LDFLAGS: -ldl
 #include <stdlib.h>
 #include "shim.h"
 */
@@ -21,8 +27,8 @@ import "C"
 import (
 	"errors"
 	"fmt"
-	"runtime/cgo"
 	"sync"
+	"sync/atomic"
 	"unsafe"
 )
 
@@ -61,7 +67,7 @@ const (
 // Engine is one x86 CPU, opened in 32-bit mode.
 type Engine struct {
 	c     *C.struct_pt_engine // C memory: the hooks keep a pointer to it
-	h     cgo.Handle
+	slot  int                 // the engine's index in engines, which the C side keeps
 	hooks Hooks
 
 	mu   sync.Mutex
@@ -83,18 +89,42 @@ func ucErr(what string, e C.uc_err) error {
 	case C.UC_ERR_INSN_INVALID:
 		return fmt.Errorf("%w: %w: %s", ErrUnicorn, ErrInvalidInstruction, what)
 	}
-	return fmt.Errorf("%w: %s: %s", ErrUnicorn, what, C.GoString(C.uc_strerror(e)))
+	return fmt.Errorf("%w: %s: %s", ErrUnicorn, what, C.GoString(C.pt_uc_strerror(e)))
 }
 
-// Version is the library's version, major and minor.
-func Version() (major, minor int) {
+// ErrNoLibrary: libunicorn.so.2 (Debian's libunicorn2) does not load.
+var ErrNoLibrary = errors.New("uc: cannot load libunicorn.so.2 (apt-get install libunicorn2)")
+
+var (
+	loadOnce sync.Once
+	loadErr  error
+)
+
+// load loads the library the first time a caller needs it.
+func load() error {
+	loadOnce.Do(func() {
+		if why := C.pt_load(); why != nil {
+			loadErr = fmt.Errorf("%w: %s", ErrNoLibrary, C.GoString(why))
+		}
+	})
+	return loadErr
+}
+
+// Version loads the library and returns its version, major and minor.
+func Version() (major, minor int, err error) {
+	if err := load(); err != nil {
+		return 0, 0, err
+	}
 	var maj, min C.uint
-	C.uc_version(&maj, &min)
-	return int(maj), int(min)
+	C.pt_uc_version(&maj, &min)
+	return int(maj), int(min), nil
 }
 
 // Open makes an engine whose hooks are h.
 func Open(h Hooks) (*Engine, error) {
+	if err := load(); err != nil {
+		return nil, err
+	}
 	// SAFETY: the C struct is allocated in C memory, so the pointers the
 	// hooks keep to it stay valid and are not Go pointers; Close frees it.
 	c := (*C.struct_pt_engine)(C.calloc(1, C.size_t(unsafe.Sizeof(C.struct_pt_engine{}))))
@@ -102,10 +132,10 @@ func Open(h Hooks) (*Engine, error) {
 		return nil, errors.New("uc: out of memory")
 	}
 	e := &Engine{c: c, hooks: h, mmio: map[uint64]*C.struct_pt_mmio{}}
-	e.h = cgo.NewHandle(e)
-	c.handle = C.uintptr_t(e.h)
+	e.slot = register(e)
+	c.handle = C.uintptr_t(e.slot)
 	if err := ucErr("open", C.pt_open(c)); err != nil {
-		e.h.Delete()
+		unregister(e.slot)
 		C.free(unsafe.Pointer(c))
 		return nil, err
 	}
@@ -114,13 +144,51 @@ func Open(h Hooks) (*Engine, error) {
 
 // Close releases the engine; nothing may use it after.
 func (e *Engine) Close() error {
-	err := ucErr("close", C.uc_close(e.c.uc))
+	err := ucErr("close", C.pt_uc_close(e.c.uc))
 	for _, m := range e.mmio {
 		C.free(unsafe.Pointer(m))
 	}
-	e.h.Delete()
+	unregister(e.slot)
 	C.free(unsafe.Pointer(e.c))
 	return err
+}
+
+// The open engines, by slot: the C side names its engine by slot, and
+// every hook finds it here without a lock (a cgo.Handle costs a sync.Map
+// lookup per port access). Changes copy the table under enginesMu.
+var (
+	enginesMu sync.Mutex
+	engines   atomic.Pointer[[]*Engine]
+)
+
+func register(e *Engine) int {
+	enginesMu.Lock()
+	defer enginesMu.Unlock()
+	var table []*Engine
+	if t := engines.Load(); t != nil {
+		table = append(table, *t...)
+	}
+	slot := len(table)
+	for i, x := range table {
+		if x == nil {
+			slot = i
+			break
+		}
+	}
+	if slot == len(table) {
+		table = append(table, nil)
+	}
+	table[slot] = e
+	engines.Store(&table)
+	return slot
+}
+
+func unregister(slot int) {
+	enginesMu.Lock()
+	defer enginesMu.Unlock()
+	table := append([]*Engine(nil), *engines.Load()...)
+	table[slot] = nil
+	engines.Store(&table)
 }
 
 // MapPtr makes mem guest memory at addr. SAFETY: mem must be page
@@ -136,14 +204,14 @@ func (e *Engine) MapPtr(addr uint64, mem []byte, prot Prot) error {
 		return fmt.Errorf("uc: empty mapping at %#x", addr)
 	}
 	what := fmt.Sprintf("map %#x+%#x", addr, len(mem))
-	if err := ucErr(what, C.uc_mem_map_ptr(e.c.uc, C.uint64_t(addr), C.size_t(len(mem)), C.uint32_t(prot), unsafe.Pointer(unsafe.SliceData(mem)))); err != nil {
+	if err := ucErr(what, C.pt_uc_mem_map_ptr(e.c.uc, C.uint64_t(addr), C.size_t(len(mem)), C.uint32_t(prot), unsafe.Pointer(unsafe.SliceData(mem)))); err != nil {
 		return err
 	}
 	if prot&ProtWrite != 0 {
 		return nil
 	}
-	if err := ucErr(what+" read-only", C.uc_mem_protect(e.c.uc, C.uint64_t(addr), C.size_t(len(mem)), C.uint32_t(prot))); err != nil {
-		C.uc_mem_unmap(e.c.uc, C.uint64_t(addr), C.size_t(len(mem)))
+	if err := ucErr(what+" read-only", C.pt_uc_mem_protect(e.c.uc, C.uint64_t(addr), C.size_t(len(mem)), C.uint32_t(prot))); err != nil {
+		C.pt_uc_mem_unmap(e.c.uc, C.uint64_t(addr), C.size_t(len(mem)))
 		return err
 	}
 	return nil
@@ -156,7 +224,7 @@ func (e *Engine) MapMMIO(addr, size uint64) error {
 	if m == nil {
 		return errors.New("uc: out of memory")
 	}
-	m.handle, m.base = C.uintptr_t(e.h), C.uint64_t(addr)
+	m.handle, m.base = C.uintptr_t(e.slot), C.uint64_t(addr)
 	if err := ucErr(fmt.Sprintf("map MMIO %#x+%#x", addr, size), C.pt_mmio_map(e.c, m, C.uint64_t(size))); err != nil {
 		C.free(unsafe.Pointer(m))
 		return err
@@ -170,7 +238,7 @@ func (e *Engine) MapMMIO(addr, size uint64) error {
 // Unmap removes the mapping (memory or MMIO) that starts at addr and is
 // size long.
 func (e *Engine) Unmap(addr, size uint64) error {
-	if err := ucErr(fmt.Sprintf("unmap %#x+%#x", addr, size), C.uc_mem_unmap(e.c.uc, C.uint64_t(addr), C.size_t(size))); err != nil {
+	if err := ucErr(fmt.Sprintf("unmap %#x+%#x", addr, size), C.pt_uc_mem_unmap(e.c.uc, C.uint64_t(addr), C.size_t(size))); err != nil {
 		return err
 	}
 	e.mu.Lock()
@@ -185,11 +253,11 @@ func (e *Engine) Unmap(addr, size uint64) error {
 // Start runs the guest from EIP begin (an offset in CS) until a hook
 // stops it, HLT, or a fault the engine cannot take (the error).
 func (e *Engine) Start(begin uint64) error {
-	return ucErr("run", C.uc_emu_start(e.c.uc, C.uint64_t(begin), 0, 0, 0))
+	return ucErr("run", C.pt_uc_emu_start(e.c.uc, C.uint64_t(begin), 0, 0, 0))
 }
 
 // Stop stops the engine from inside a hook.
-func (e *Engine) Stop() { C.uc_emu_stop(e.c.uc) }
+func (e *Engine) Stop() { C.pt_uc_emu_stop(e.c.uc) }
 
 // Kick makes the running engine stop before its next block, from any
 // goroutine; ClearKick ends that.
@@ -237,7 +305,7 @@ const (
 // Read reads a register.
 func (e *Engine) Read(r Reg) (uint64, error) {
 	var v C.uint64_t
-	if err := ucErr("read register", C.uc_reg_read(e.c.uc, C.int(r), unsafe.Pointer(&v))); err != nil {
+	if err := ucErr("read register", C.pt_uc_reg_read(e.c.uc, C.int(r), unsafe.Pointer(&v))); err != nil {
 		return 0, err
 	}
 	return uint64(v), nil
@@ -246,7 +314,7 @@ func (e *Engine) Read(r Reg) (uint64, error) {
 // Write writes a register.
 func (e *Engine) Write(r Reg, v uint64) error {
 	cv := C.uint64_t(v)
-	return ucErr("write register", C.uc_reg_write(e.c.uc, C.int(r), unsafe.Pointer(&cv)))
+	return ucErr("write register", C.pt_uc_reg_write(e.c.uc, C.int(r), unsafe.Pointer(&cv)))
 }
 
 // Table is a descriptor-table register (IDTR, GDTR).
@@ -258,7 +326,7 @@ type Table struct {
 // ReadTable reads IDTR or GDTR.
 func (e *Engine) ReadTable(r Reg) (Table, error) {
 	var t C.uc_x86_mmr
-	if err := ucErr("read table register", C.uc_reg_read(e.c.uc, C.int(r), unsafe.Pointer(&t))); err != nil {
+	if err := ucErr("read table register", C.pt_uc_reg_read(e.c.uc, C.int(r), unsafe.Pointer(&t))); err != nil {
 		return Table{}, err
 	}
 	return Table{Base: uint64(t.base), Limit: uint32(t.limit)}, nil
@@ -268,7 +336,7 @@ func (e *Engine) ReadTable(r Reg) (Table, error) {
 func (e *Engine) WriteTable(r Reg, t Table) error {
 	var m C.uc_x86_mmr
 	m.base, m.limit = C.uint64_t(t.Base), C.uint32_t(t.Limit)
-	return ucErr("write table register", C.uc_reg_write(e.c.uc, C.int(r), unsafe.Pointer(&m)))
+	return ucErr("write table register", C.pt_uc_reg_write(e.c.uc, C.int(r), unsafe.Pointer(&m)))
 }
 
 // ReadMem reads guest memory (mapped or MMIO).
@@ -276,7 +344,7 @@ func (e *Engine) ReadMem(addr uint64, b []byte) error {
 	if len(b) == 0 {
 		return nil
 	}
-	return ucErr("read memory", C.uc_mem_read(e.c.uc, C.uint64_t(addr), unsafe.Pointer(unsafe.SliceData(b)), C.size_t(len(b))))
+	return ucErr("read memory", C.pt_uc_mem_read(e.c.uc, C.uint64_t(addr), unsafe.Pointer(unsafe.SliceData(b)), C.size_t(len(b))))
 }
 
 // WriteMem writes guest memory (writable mappings only).
@@ -284,10 +352,11 @@ func (e *Engine) WriteMem(addr uint64, b []byte) error {
 	if len(b) == 0 {
 		return nil
 	}
-	return ucErr("write memory", C.uc_mem_write(e.c.uc, C.uint64_t(addr), unsafe.Pointer(unsafe.SliceData(b)), C.size_t(len(b))))
+	return ucErr("write memory", C.pt_uc_mem_write(e.c.uc, C.uint64_t(addr), unsafe.Pointer(unsafe.SliceData(b)), C.size_t(len(b))))
 }
 
-func engineOf(h C.uintptr_t) *Engine { return cgo.Handle(h).Value().(*Engine) }
+// engineOf is the engine in slot h; hooks run only while it is open.
+func engineOf(h C.uintptr_t) *Engine { return (*engines.Load())[h] }
 
 //export goIn
 func goIn(h C.uintptr_t, port C.uint32_t, size C.int) C.uint32_t {
