@@ -15,7 +15,7 @@ import (
 const (
 	maxNameLen      = control.MaxNameLen
 	maxProcessors   = 64    // what the worker runs
-	maxGen1MemoryMB = 3584  // below the PCI hole at 3.5 GiB
+	maxGen1MemoryMB = 65536 // as Generation 2; RAM past 3.5 GiB is above 4 GiB
 	maxGen2MemoryMB = 65536 // Hyper-V's 64 GiB per VM of the design's era
 	maxDisksGen1    = 1     // the IDE primary master
 	maxDisksGen2    = 64

@@ -165,9 +165,10 @@ const (
 
 // Config configures a CMOS.
 type Config struct {
-	Memory uint64           // guest RAM in bytes: sets the memory-size bytes
-	Now    func() time.Time // clock source (default time.Now)
-	IRQ    func(level bool) // IRQ 8 line (may be nil)
+	Memory     uint64           // guest RAM below the PCI hole, in bytes: the memory-size bytes
+	HighMemory uint64           // guest RAM from 4 GiB up, in bytes: bytes 0x5B-0x5D
+	Now        func() time.Time // clock source (default time.Now)
+	IRQ        func(level bool) // IRQ 8 line (may be nil)
 }
 
 // Stats counts a CMOS's traffic.
@@ -243,9 +244,10 @@ func New(cfg Config) *CMOS {
 	put16(c.ram[regExtMemLo:], uint16(ext))
 	put16(c.ram[regExtMem2Lo:], uint16(ext))
 	put16(c.ram[regMem16MLo:], uint16(above16))
-	// Memory above 4 GiB: none from Config.Memory (it is the RAM below the
-	// PCI hole); the worker may set these with SetByte.
-	c.ram[regMem4GLo], c.ram[regMem4GLo+1], c.ram[regMem4GLo+2] = 0, 0, 0
+	// RAM from 4 GiB up, in 64 KiB units, three bytes (as QEMU's PC
+	// reports it and SeaBIOS reads it without fw_cfg's e820 map).
+	above4 := min(cfg.HighMemory/(64*kib), 0xFFFFFF)
+	c.ram[regMem4GLo], c.ram[regMem4GLo+1], c.ram[regMem4GLo+2] = byte(above4), byte(above4>>8), byte(above4>>16)
 	c.checksumLocked()
 	c.lastSec = c.guestSecLocked(c.now())
 	return c

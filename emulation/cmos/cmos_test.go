@@ -108,6 +108,25 @@ func TestMemorySizes(t *testing.T) {
 	}
 }
 
+// TestHighMemory: RAM from 4 GiB up is in bytes 0x5B-0x5D in 64 KiB
+// units, as SeaBIOS reads it (RamSizeOver4G) when fw_cfg has no e820 map.
+func TestHighMemory(t *testing.T) {
+	for _, high := range []uint64{0, 64 << 10, 1 << 30, 60<<30 + 512<<20, 1 << 40} {
+		c := New(Config{Memory: 3584 << 20, HighMemory: high})
+		read := func(i uint8) uint64 {
+			var b [1]byte
+			c.Write(0, []byte{i})
+			c.Read(1, b[:])
+			return uint64(b[0])
+		}
+		got := (read(0x5B) | read(0x5C)<<8 | read(0x5D)<<16) << 16
+		if want := min(high, 0xFFFFFF<<16); got != want { // three bytes: capped
+			t.Errorf("high memory %#x: bytes 0x5b-0x5d say %#x, want %#x", high, got, want)
+		}
+		c.Close()
+	}
+}
+
 func TestClockModes(t *testing.T) {
 	if monday.Weekday() != time.Monday {
 		t.Fatalf("test date is a %v", monday.Weekday())

@@ -22,9 +22,20 @@ type Machine struct {
 	Serial       string
 	UUID         [16]byte // in the order the text form reads
 	Processors   int
-	MemoryBytes  uint64 // RAM, all below 4 GiB
-	CPUID        uint64 // processor ID: CPUID(1) EAX in the low half, EDX in the high
+	RAM          []Range // where RAM is in the physical address space
+	CPUID        uint64  // processor ID: CPUID(1) EAX in the low half, EDX in the high
 }
+
+// Range is RAM at a guest physical address, in bytes.
+type Range struct{ Base, Size uint64 }
+
+// Memory is described as QEMU describes it: one memory array, devices of
+// at most 16 GiB in it (type 17), and a mapped range per RAM range (type
+// 19).
+const (
+	deviceBytes = 16 << 30
+	maxMemory   = 1 << 40 // type 19's addresses are 32-bit KiB (4 TiB)
+)
 
 // EntryPointSize is the length of the 2.1 entry point.
 const EntryPointSize = 0x1F
@@ -36,10 +47,17 @@ func Build(m Machine) (anchor, table []byte, err error) {
 	if m.Processors < 1 || m.Processors > 255 {
 		return nil, nil, fmt.Errorf("smbios: %d processors", m.Processors)
 	}
-	mb := m.MemoryBytes >> 20
-	if mb == 0 || mb > 0x7FFF {
-		return nil, nil, fmt.Errorf("smbios: memory %d MiB out of range", mb)
+	var total uint64
+	for _, r := range m.RAM {
+		if r.Size < 1<<20 || r.Base%(1<<10) != 0 || r.Size%(1<<10) != 0 || r.Base+r.Size > maxMemory {
+			return nil, nil, fmt.Errorf("smbios: RAM %#x+%#x: want whole KiB, at least 1 MiB, below %d GiB", r.Base, r.Size, maxMemory>>30)
+		}
+		total += r.Size
 	}
+	if total == 0 || total > maxMemory {
+		return nil, nil, fmt.Errorf("smbios: %d MiB of RAM out of range", total>>20)
+	}
+	devices := int((total + deviceBytes - 1) / deviceBytes)
 	var b builder
 	b.add(1, 0x100, func(s *structure) {
 		s.str(m.Manufacturer)
@@ -90,37 +108,42 @@ func Build(m Machine) (anchor, table []byte, err error) {
 		})
 	}
 	b.add(16, 0x1000, func(s *structure) {
-		s.u8(0x03)              // location: system board
-		s.u8(0x03)              // use: system memory
-		s.u8(0x03)              // error correction: none
-		s.u32(uint32(mb << 10)) // maximum capacity, KiB
-		s.u16(0xFFFE)           // error information: not provided
-		s.u16(1)                // memory devices
+		s.u8(0x03)                 // location: system board
+		s.u8(0x03)                 // use: system memory
+		s.u8(0x03)                 // error correction: none
+		s.u32(uint32(total >> 10)) // maximum capacity, KiB
+		s.u16(0xFFFE)              // error information: not provided
+		s.u16(uint16(devices))     // memory devices
 	})
-	b.add(17, 0x1100, func(s *structure) {
-		s.u16(0x1000) // physical memory array
-		s.u16(0xFFFE) // error information: not provided
-		s.u16(64)     // total width
-		s.u16(64)     // data width
-		s.u16(uint16(mb))
-		s.u8(0x09) // form factor: DIMM
-		s.u8(0)    // device set
-		s.str("DIMM 0")
-		s.str("")  // bank locator
-		s.u8(0x07) // memory type: RAM
-		s.u16(0)   // type detail
-		s.u16(0)   // speed: unknown
-		s.str(m.Manufacturer)
-		s.str("") // serial
-		s.str("") // asset tag
-		s.str("") // part number
-	})
-	b.add(19, 0x1300, func(s *structure) {
-		s.u32(0)                  // starting address, KiB
-		s.u32(uint32(mb<<10) - 1) // ending address, KiB
-		s.u16(0x1000)             // memory array
-		s.u8(1)                   // partition width
-	})
+	for i := range devices {
+		size := min(total-uint64(i)*deviceBytes, deviceBytes)
+		b.add(17, 0x1100+uint16(i), func(s *structure) {
+			s.u16(0x1000) // physical memory array
+			s.u16(0xFFFE) // error information: not provided
+			s.u16(64)     // total width
+			s.u16(64)     // data width
+			s.u16(uint16(size >> 20))
+			s.u8(0x09) // form factor: DIMM
+			s.u8(0)    // device set
+			s.str(fmt.Sprintf("DIMM %d", i))
+			s.str("")  // bank locator
+			s.u8(0x07) // memory type: RAM
+			s.u16(0)   // type detail
+			s.u16(0)   // speed: unknown
+			s.str(m.Manufacturer)
+			s.str("") // serial
+			s.str("") // asset tag
+			s.str("") // part number
+		})
+	}
+	for i, r := range m.RAM {
+		b.add(19, 0x1300+uint16(i), func(s *structure) {
+			s.u32(uint32(r.Base >> 10))            // starting address, KiB
+			s.u32(uint32((r.Base+r.Size)>>10) - 1) // ending address, KiB
+			s.u16(0x1000)                          // memory array
+			s.u8(uint8(devices))                   // partition width
+		})
+	}
 	b.add(32, 0x2000, func(s *structure) {
 		s.bytes(make([]byte, 6)) // reserved
 		s.u8(0)                  // boot status: no errors

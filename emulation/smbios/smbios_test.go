@@ -3,6 +3,7 @@ package smbios
 import (
 	"bytes"
 	"encoding/binary"
+	"slices"
 	"testing"
 )
 
@@ -46,7 +47,7 @@ func parse(t *testing.T, table []byte) []parsed {
 func TestBuild(t *testing.T) {
 	m := Machine{Manufacturer: "Partita", Product: "Virtual Machine", Version: "1", Serial: "web1",
 		UUID:       [16]byte{0x16, 0xD1, 0xEF, 0x0B, 0x91, 0xFC, 0x4C, 0xFE, 0x89, 0xB7, 0x73, 0x6F, 0x3D, 0x4C, 0x36, 0x61},
-		Processors: 2, MemoryBytes: 64 << 20, CPUID: 0x0178BFBF_00A00F11}
+		Processors: 2, RAM: []Range{{0, 64 << 20}}, CPUID: 0x0178BFBF_00A00F11}
 	ep, table, err := Build(m)
 	if err != nil {
 		t.Fatal(err)
@@ -113,14 +114,45 @@ func TestBuild(t *testing.T) {
 	}
 }
 
+// TestBuildLargeMemory: 64 GiB split around a 3.5 GiB PCI hole is four
+// 16 GiB devices and two mapped ranges, as QEMU describes it.
+func TestBuildLargeMemory(t *testing.T) {
+	const low = 0xE000_0000
+	_, table, err := Build(Machine{Processors: 1, RAM: []Range{{0, low}, {1 << 32, 64<<30 - low}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sizes []uint16
+	var ranges [][2]uint32
+	for _, s := range parse(t, table) {
+		switch s.typ {
+		case 16:
+			if c := binary.LittleEndian.Uint32(s.formatted[7:]); c != 64<<20 {
+				t.Errorf("type 16 capacity %d KiB", c)
+			}
+		case 17:
+			sizes = append(sizes, binary.LittleEndian.Uint16(s.formatted[0x0C:]))
+		case 19:
+			ranges = append(ranges, [2]uint32{binary.LittleEndian.Uint32(s.formatted[4:]), binary.LittleEndian.Uint32(s.formatted[8:])})
+		}
+	}
+	if want := []uint16{16384, 16384, 16384, 16384}; !slices.Equal(sizes, want) {
+		t.Errorf("type 17 sizes %v MiB, want %v", sizes, want)
+	}
+	if want := [][2]uint32{{0, low>>10 - 1}, {1 << 22, 64<<20 + (1<<22 - low>>10) - 1}}; !slices.Equal(ranges, want) {
+		t.Errorf("type 19 ranges %#x KiB, want %#x", ranges, want)
+	}
+}
+
 func TestBuildRefuses(t *testing.T) {
-	for _, m := range []Machine{{Processors: 0, MemoryBytes: 1 << 20}, {Processors: 1}, {Processors: 1, MemoryBytes: 1 << 40}} {
+	for _, m := range []Machine{{Processors: 0, RAM: []Range{{0, 1 << 20}}}, {Processors: 1}, {Processors: 1, RAM: []Range{{0, 2 << 40}}},
+		{Processors: 1, RAM: []Range{{0, 1<<20 + 1}}}, {Processors: 1, RAM: []Range{{0, 512 << 10}}}} {
 		if _, _, err := Build(m); err == nil {
 			t.Errorf("%+v accepted", m)
 		}
 	}
 	// NULs in strings cannot break the string set.
-	_, table, err := Build(Machine{Manufacturer: "a\x00b", Processors: 1, MemoryBytes: 1 << 20})
+	_, table, err := Build(Machine{Manufacturer: "a\x00b", Processors: 1, RAM: []Range{{0, 1 << 20}}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -57,6 +57,11 @@ import (
 	"github.com/partita-hv/partita/vsp/disk"
 )
 
+// MaxMemory is the most RAM a partition has: 64 GiB, what Hyper-V of
+// the design's era gave a virtual machine. RAM beyond the PCI hole's
+// start (3.5 GiB) is relocated above 4 GiB, as on QEMU's PC.
+const MaxMemory = 64 << 30
+
 // Layout constants.
 const (
 	vgaHoleStart = 0xA0000
@@ -198,8 +203,8 @@ func newPartition(cfg Config) (*Partition, error) {
 	if cfg.Processors > 64 {
 		return nil, fmt.Errorf("%w: %d processors, at most 64", ErrConfig, cfg.Processors)
 	}
-	if cfg.Memory < 1<<20 || cfg.Memory%guestmem.PageSize != 0 || cfg.Memory > pciHole {
-		return nil, fmt.Errorf("%w: memory %d bytes: want 1 MiB .. 3.5 GiB in whole pages", ErrConfig, cfg.Memory)
+	if cfg.Memory < 1<<20 || cfg.Memory%guestmem.PageSize != 0 || cfg.Memory > MaxMemory {
+		return nil, fmt.Errorf("%w: memory %d bytes: want 1 MiB .. %d GiB in whole pages", ErrConfig, cfg.Memory, MaxMemory>>30)
 	}
 	if m := cfg.GuestMemory; m != nil && (m.Size() != cfg.Memory || uint64(len(m.Bytes())) != cfg.Memory) {
 		// A closed Memory has no bytes.
@@ -270,21 +275,48 @@ func (p *Partition) loadROM() error {
 	return nil
 }
 
+// lowMemory is the RAM below the PCI hole, at guest physical 0; the rest
+// (highMemory) is at 4 GiB. The memory's bytes hold both, low first.
+func (p *Partition) lowMemory() uint64  { return min(p.cfg.Memory, pciHole) }
+func (p *Partition) highMemory() uint64 { return p.cfg.Memory - p.lowMemory() }
+
 func (p *Partition) mapMemory() error {
 	ram, rom := p.mem.Bytes(), p.rom.Bytes()
+	low := p.lowMemory()
 	if err := p.pc.MapRegion(0, ram[:vgaHoleStart], false); err != nil {
 		return err
 	}
 	if err := p.pc.MapRegion(fourGiB-uint64(len(rom)), rom, true); err != nil {
 		return err
 	}
-	if uint64(len(ram)) > highRAM {
-		if err := p.pc.MapRegion(highRAM, ram[highRAM:], false); err != nil {
+	if low > highRAM {
+		if err := p.pc.MapRegion(highRAM, ram[highRAM:low], false); err != nil {
+			return err
+		}
+	}
+	if p.highMemory() > 0 {
+		if err := p.pc.MapRegion(fourGiB, ram[low:], false); err != nil {
 			return err
 		}
 	}
 	p.pamMode = make([]pamMode, len(pci.PAMSegments))
 	return p.applyPAM(pci.PAM{})
+}
+
+// physMem is guest memory as devices reach it by guest physical address
+// (bus-master DMA): RAM below the PCI hole and from 4 GiB; an access to
+// anything else, or across the hole, is an error.
+type physMem struct{ p *Partition }
+
+func (m physMem) Slice(gpa, length uint64) ([]byte, error) {
+	low, high := m.p.lowMemory(), m.p.highMemory()
+	switch {
+	case gpa < low && length <= low-gpa:
+		return m.p.mem.Slice(gpa, length)
+	case gpa >= fourGiB && gpa-fourGiB < high && length <= high-(gpa-fourGiB):
+		return m.p.mem.Slice(low+gpa-fourGiB, length)
+	}
+	return nil, fmt.Errorf("guest physical %#x+%#x is not RAM", gpa, length)
 }
 
 // pamMode is how one PAM segment is mapped.
@@ -341,7 +373,7 @@ func (p *Partition) addDevices() error {
 		serial = io.Discard
 	}
 	p.com1 = uart.New(serial, p.irqLine(com1IRQ))
-	p.cmos = cmos.New(cmos.Config{Memory: p.cfg.Memory, IRQ: p.irqLine(rtcIRQ)})
+	p.cmos = cmos.New(cmos.Config{Memory: p.lowMemory(), HighMemory: p.highMemory(), IRQ: p.irqLine(rtcIRQ)})
 	fw, err := p.firmwareConfig()
 	if err != nil {
 		return err
@@ -368,7 +400,7 @@ func (p *Partition) addDevices() error {
 	if len(p.disks) > 0 {
 		master = p.disks[0]
 	}
-	p.ide = ide.NewChannel(master, p.mem, p.irqLine(ide.PrimaryIRQ))
+	p.ide = ide.NewChannel(master, physMem{p}, p.irqLine(ide.PrimaryIRQ))
 	busMaster := &movable{p: p, name: "ide-busmaster", size: 8, dev: p.ide.BusMaster()}
 	if err := p.pci.Add("piix3-ide", 1, 1, ide.NewPCIFunction(busMaster.place)); err != nil {
 		return err
@@ -477,7 +509,7 @@ func (p *Partition) firmwareConfig() (*fwcfg.Device, error) {
 		data []byte
 	}
 	files := []file{
-		{"etc/e820", fwcfg.E820([]fwcfg.E820Entry{{Addr: 0, Size: p.cfg.Memory, Type: fwcfg.E820RAM}})},
+		{"etc/e820", fwcfg.E820(p.e820())},
 		{"etc/sercon-port", binary.LittleEndian.AppendUint64(nil, com1Base)},
 	}
 	anchor, tables, err := p.smbiosTables()
@@ -493,12 +525,26 @@ func (p *Partition) firmwareConfig() (*fwcfg.Device, error) {
 	return fw, nil
 }
 
+// e820 is the RAM map fw_cfg gives the firmware: below the PCI hole and
+// from 4 GiB. (SeaBIOS adds its own reservations: the EBDA, its ROM, the
+// ACPI tables.)
+func (p *Partition) e820() []fwcfg.E820Entry {
+	m := []fwcfg.E820Entry{{Addr: 0, Size: p.lowMemory(), Type: fwcfg.E820RAM}}
+	if high := p.highMemory(); high > 0 {
+		m = append(m, fwcfg.E820Entry{Addr: fourGiB, Size: high, Type: fwcfg.E820RAM})
+	}
+	return m
+}
+
 // smbiosTables describes the partition to its firmware: SeaBIOS
 // publishes these instead of composing its own, which costs it about
 // 290 ms of emulated code here.
 func (p *Partition) smbiosTables() (anchor, tables []byte, err error) {
 	m := smbios.Machine{Manufacturer: "Partita", Product: "Virtual Machine", Version: "Generation 1",
-		Serial: p.cfg.Name, Processors: p.cfg.Processors, MemoryBytes: p.cfg.Memory}
+		Serial: p.cfg.Name, Processors: p.cfg.Processors}
+	for _, e := range p.e820() {
+		m.RAM = append(m.RAM, smbios.Range{Base: e.Addr, Size: e.Size})
+	}
 	if id, err := parseGUID(p.cfg.ID); err == nil {
 		m.UUID = id
 	}

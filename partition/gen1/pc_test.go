@@ -3,6 +3,7 @@ package gen1
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -216,11 +217,39 @@ func TestSeaBIOSPOST(t *testing.T) {
 // primary IDE channel: the MBR prints a token through INT 10h, reads LBA 2
 // through INT 13h and prints what it holds, then powers off.
 func TestSeaBIOSBootsMBR(t *testing.T) {
+	start := time.Now()
+	out, debug := bootMBR(t, "mbr", 64<<20, "16D1EF0B-91FC-4CFE-89B7-736F3D4C3661")
+	// SeaBIOS prints the UUID of the SMBIOS tables the worker gave it.
+	for _, want := range []string{"SeaBIOS (version", "Machine UUID 16d1ef0b-91fc-4cfe-89b7-736f3d4c3661", "MBR-TOKEN-7f3a", "SECTOR-TWO-91c4"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("COM1 lacks %q: %q", want, out)
+		}
+	}
+	// SeaBIOS reports the disk it found, with its exact size, on its
+	// debug port.
+	if want := "ata0-0: Partita Virtual Disk ATA-6 Hard-Disk (8 MiBytes)"; !strings.Contains(debug, want) {
+		t.Errorf("SeaBIOS did not report %q; its log:\n%s", want, debug)
+	}
+	t.Logf("powered off after %v", time.Since(start).Round(time.Millisecond))
+}
+
+// bootMBR boots SeaBIOS with memory bytes of RAM and an 8 MiB disk
+// holding testdata/name.S as its MBR (and a string in sector 2), until
+// the guest powers off; it returns COM1's and the debug port's text.
+func bootMBR(t *testing.T, name string, memory uint64, id string) (out, debug string) {
+	out, debug, _ = bootMBRPartition(t, name, memory, id)
+	return out, debug
+}
+
+// bootMBRPartition is bootMBR, and returns the partition too (stopped,
+// not yet closed: the test's cleanup closes it).
+func bootMBRPartition(t *testing.T, name string, memory uint64, id string) (out, debug string, p *Partition) {
+	t.Helper()
 	requireKVM(t)
 	rom := testenv.RequireFile(t, "/usr/share/seabios/bios.bin", "seabios")
-	mbr, err := os.ReadFile(assemble(t, "mbr", "0x7c00"))
+	mbr, err := os.ReadFile(assemble(t, name, "0x7c00"))
 	if err != nil || len(mbr) != 512 {
-		t.Fatalf("mbr: %d bytes, %v", len(mbr), err)
+		t.Fatalf("%s: %d bytes, %v", name, len(mbr), err)
 	}
 	img := filepath.Join(t.TempDir(), "boot.raw")
 	if err := disk.CreateRaw(img, 8<<20); err != nil {
@@ -234,40 +263,74 @@ func TestSeaBIOSBootsMBR(t *testing.T) {
 	f.WriteAt([]byte("SECTOR-TWO-91c4\r\n\x00"), 2*512)
 	f.Close()
 
-	var out, debug syncBuffer
-	p, err := New(Config{Name: t.Name(), ID: "16D1EF0B-91FC-4CFE-89B7-736F3D4C3661", Firmware: rom, Disks: []string{img}, Memory: 64 << 20,
-		Processors: 1, Serial: &out, DebugCon: &debug})
+	var com1, dbg syncBuffer
+	p, err = New(Config{Name: t.Name(), ID: id, Firmware: rom, Disks: []string{img}, Memory: memory,
+		Processors: 1, Serial: &com1, DebugCon: &dbg})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer p.Close()
-	start := time.Now()
+	t.Cleanup(func() { p.Close() })
 	p.Start()
 	done := make(chan StopReason, 1)
 	go func() { done <- p.Wait() }()
 	select {
 	case r := <-done:
 		if !r.PowerOff {
-			t.Fatalf("stopped with %q; COM1 %q", r, out.String())
+			t.Fatalf("stopped with %q; COM1 %q", r, com1.String())
 		}
 	case <-time.After(90 * time.Second):
 		p.Stop(StopReason{Message: "test timeout"})
 		<-done
-		t.Fatalf("no power-off within 90 s; COM1 %q", out.String())
+		t.Fatalf("no power-off within 90 s; COM1 %q", com1.String())
 	}
-	s := out.String()
-	// SeaBIOS prints the UUID of the SMBIOS tables the worker gave it.
-	for _, want := range []string{"SeaBIOS (version", "Machine UUID 16d1ef0b-91fc-4cfe-89b7-736f3d4c3661", "MBR-TOKEN-7f3a", "SECTOR-TWO-91c4"} {
-		if !strings.Contains(s, want) {
-			t.Errorf("COM1 lacks %q: %q", want, s)
+	return com1.String(), dbg.String(), p
+}
+
+// TestSeaBIOSHighMemoryMap boots a 64 GiB partition: RAM past the PCI
+// hole is above 4 GiB, and the MBR sees all of it in the e820 map SeaBIOS
+// builds from fw_cfg. The memory is sparse: the host gives it pages only
+// as the guest touches them.
+func TestSeaBIOSHighMemoryMap(t *testing.T) {
+	out, _, p := bootMBRPartition(t, "e820", MaxMemory, "")
+	if !strings.Contains(out, "E820-END") {
+		t.Fatalf("the MBR did not finish its map: %q", out)
+	}
+	// Ranges as the MBR printed them: base, length, type.
+	var ram [][2]uint64
+	for _, line := range strings.Split(out, "\n") {
+		var base, length uint64
+		var typ uint32
+		if n, _ := fmt.Sscanf(strings.TrimSpace(line), "%016X %016X %08X", &base, &length, &typ); n == 3 && typ == 1 {
+			ram = append(ram, [2]uint64{base, length})
 		}
 	}
-	// SeaBIOS reports the disk it found, with its exact size, on its
-	// debug port.
-	if want := "ata0-0: Partita Virtual Disk ATA-6 Hard-Disk (8 MiBytes)"; !strings.Contains(debug.String(), want) {
-		t.Errorf("SeaBIOS did not report %q; its log:\n%s", want, debug.String())
+	var below, above uint64
+	for _, r := range ram {
+		switch {
+		case r[0]+r[1] <= pciHole:
+			below += r[1]
+		case r[0] >= fourGiB:
+			above += r[1]
+		default:
+			t.Errorf("RAM %#x+%#x crosses the PCI hole", r[0], r[1])
+		}
 	}
-	t.Logf("powered off after %v", time.Since(start).Round(time.Millisecond))
+	if want := uint64(MaxMemory - pciHole); above != want {
+		t.Errorf("RAM above 4 GiB: %#x bytes, want %#x; map %q", above, want, out)
+	}
+	// SeaBIOS keeps a few hundred KiB below the hole for itself (EBDA,
+	// its tables): the rest is RAM.
+	if below < pciHole-4<<20 {
+		t.Errorf("RAM below the hole: %#x bytes, want nearly %#x; map %q", below, uint64(pciHole), out)
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(int(p.mem.File().Fd()), &st); err != nil {
+		t.Fatal(err)
+	}
+	if used := uint64(st.Blocks) * 512; used > 256<<20 {
+		t.Errorf("the 64 GiB memory holds %d MiB after the boot, want it sparse", used>>20)
+	}
+	t.Logf("e820: %#x bytes below the hole, %#x above 4 GiB; %d KiB of the memory in use", below, above, st.Blocks/2)
 }
 
 // TestGuestMemorySupplied runs the PAM ROM on memory the test made and

@@ -145,10 +145,14 @@ func (m *pc) unmapLocked(gpa uint64) error {
 
 // mapGapsLocked makes every address below 4 GiB that no region holds
 // MMIO: Unicorn stops at an unmapped address, a PC's bus reads all ones.
+// (Above 4 GiB there is RAM relocated from under the PCI hole, and
+// nothing beyond it.)
 func (m *pc) mapGapsLocked() error {
 	var rs []region
 	for _, r := range m.regions {
-		rs = append(rs, r)
+		if r.gpa < 1<<32 {
+			rs = append(rs, r)
+		}
 	}
 	sort.Slice(rs, func(i, j int) bool { return rs[i].gpa < rs[j].gpa })
 	at := uint64(0)
