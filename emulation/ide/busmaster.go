@@ -7,8 +7,15 @@ import (
 
 // GuestMemory is what bus-master DMA needs of the partition's memory:
 // bounds-checked access by guest physical address (*guestmem.Memory).
+// If it also has Wrote(gpa, length uint64), it hears of every range a
+// transfer to memory filled, after the bytes are there.
 type GuestMemory interface {
 	Slice(gpa, length uint64) ([]byte, error)
+}
+
+// writeWatcher is a GuestMemory that hears of DMA writes.
+type writeWatcher interface {
+	Wrote(gpa, length uint64)
 }
 
 // Bus-master IDE registers (82371SB section 5.2), per channel, offsets
@@ -164,6 +171,9 @@ func (c *Channel) transferLocked(d dmaState) error {
 		}
 		if d.toMem {
 			_, err = c.disk.ReadAt(buf, pos)
+			if w, ok := c.mem.(writeWatcher); ok {
+				w.Wrote(addr, uint64(n))
+			}
 		} else {
 			_, err = c.disk.WriteAt(buf, pos)
 		}

@@ -319,6 +319,9 @@ func (m physMem) Slice(gpa, length uint64) ([]byte, error) {
 	return nil, fmt.Errorf("guest physical %#x+%#x is not RAM", gpa, length)
 }
 
+// Wrote passes a DMA write on to the platform (see platform.PC).
+func (m physMem) Wrote(gpa, length uint64) { m.p.pc.DeviceWrote(gpa, length) }
+
 // pamMode is how one PAM segment is mapped.
 type pamMode int
 

@@ -165,6 +165,27 @@ func TestBareMetalDMARead(t *testing.T) {
 	}
 }
 
+// TestDMAOverCode runs code in RAM, has the IDE controller DMA other
+// code over it, and runs it again: the new code must run, on a platform
+// that caches translated code too.
+func TestDMAOverCode(t *testing.T) {
+	img := filepath.Join(t.TempDir(), "disk.raw")
+	if err := disk.CreateRaw(img, 1<<20); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.OpenFile(img, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// mov $0x3f8, %dx; mov $'B', %al; out %al, %dx; lret
+	f.WriteAt([]byte{0xBA, 0xF8, 0x03, 0xB0, 'B', 0xEE, 0xCB}, 3*512)
+	f.Close()
+	r, out, _ := runROM(t, buildROM(t, "dmacode"), img)
+	if !r.PowerOff || out != "AB" {
+		t.Fatalf("stopped with %q, COM1 %q, want \"AB\"", r, out)
+	}
+}
+
 // TestPAMShadowing drives the host bridge's PAM registers from the guest:
 // the option-ROM area starts on the PCI side (all ones), becomes RAM, then
 // read-only RAM.

@@ -28,6 +28,11 @@ type PC interface {
 	// serve port I/O and MMIO inside a processor's run (tcg) rather than
 	// as exits (KVM, which ignores it). Call it before the processors run.
 	SetDevices(Devices)
+	// DeviceWrote says a device model wrote guest memory [gpa,
+	// gpa+size) behind the processors' back (DMA): processors that cache
+	// translated code (tcg) drop what they have of it before they run
+	// again. KVM's processors need nothing.
+	DeviceWrote(gpa, size uint64)
 	// SetIRQ drives ISA interrupt line irq of the machine's PIC and
 	// IOAPIC.
 	SetIRQ(irq uint32, level bool) error

@@ -111,6 +111,10 @@ func (m *pc) unmapLocked(gpa uint64) error {
 // run loop serves.
 func (m *pc) SetDevices(platform.Devices) {}
 
+// DeviceWrote: KVM's processors run guest code itself, with nothing
+// cached to drop.
+func (m *pc) DeviceWrote(gpa, size uint64) {}
+
 // SetIRQ drives a line of the in-kernel PIC and IOAPIC.
 func (m *pc) SetIRQ(irq uint32, level bool) error { return m.vm.IRQLine(irq, level) }
 

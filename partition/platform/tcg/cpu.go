@@ -103,6 +103,16 @@ func (p *processor) Run() (platform.Exit, error) {
 			m.eng.ClearKick()
 			return platform.Exit{Kind: platform.ExitKicked}, nil
 		}
+		if m.anyWrite.Load() {
+			// A device wrote memory (and stopped the engine for it).
+			m.eng.ClearKick()
+			if p.kicked.Load() {
+				m.eng.Kick() // the Kick that came meanwhile stands
+			}
+			if err := m.dropWritten(); err != nil {
+				return p.stop(fmt.Sprintf("processor %d: %v", p.id, err))
+			}
+		}
 		if m.fault != "" {
 			return p.stop(m.fault)
 		}
@@ -135,7 +145,7 @@ func (p *processor) Run() (platform.Exit, error) {
 			return platform.Exit{}, err
 		}
 		err = m.eng.Start(eip)
-		stopAsked := p.kicked.Load() || m.fault != ""
+		stopAsked := p.kicked.Load() || m.fault != "" || m.anyWrite.Load()
 		switch {
 		case err == nil && !stopAsked:
 			// HLT, or the interrupt window: the next turn tells.

@@ -40,6 +40,12 @@ type pc struct {
 	closed  bool              // Close has begun: the engine may be gone
 	cpu     *processor        // the bootstrap processor, which runs in the engine
 
+	// Pages devices wrote behind the engine (DeviceWrote), whose
+	// translations the processor drops before it runs again.
+	writtenMu sync.Mutex
+	written   map[uint64]struct{} // page addresses
+	anyWrite  atomic.Bool
+
 	// devices are the PC's buses (SetDevices); the hooks read them on
 	// every access, without a lock.
 	devices atomic.Pointer[platform.Devices]
@@ -182,6 +188,45 @@ func (m *pc) mapGapsLocked() error {
 // SetDevices attaches the PC's buses.
 func (m *pc) SetDevices(d platform.Devices) {
 	m.devices.Store(&d)
+}
+
+// DeviceWrote notes pages a device wrote (DMA, from a hook or any other
+// thread) and stops the engine at its next block: translations cannot be
+// dropped from inside a hook, where the engine may be running one of
+// them. The processor drops them before it runs again (dropWritten).
+func (m *pc) DeviceWrote(gpa, size uint64) {
+	if size == 0 || gpa+size < gpa {
+		return
+	}
+	m.writtenMu.Lock()
+	if m.written == nil {
+		m.written = map[uint64]struct{}{}
+	}
+	for page := gpa &^ 0xFFF; page < gpa+size; page += 0x1000 {
+		m.written[page] = struct{}{}
+	}
+	m.writtenMu.Unlock()
+	m.anyWrite.Store(true)
+	m.eng.Kick()
+}
+
+// dropWritten drops the engine's translations of the pages devices
+// wrote; the thread in the engine calls it with the engine stopped.
+// (Unicorn finds a page through the processor's current mode: the
+// physical page while paging is off, which is how this platform runs
+// guests; see the package comment.)
+func (m *pc) dropWritten() error {
+	m.writtenMu.Lock()
+	pages := m.written
+	m.written = nil
+	m.anyWrite.Store(false)
+	m.writtenMu.Unlock()
+	for page := range pages {
+		if err := m.eng.DropCode(page); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // SetIRQ drives an ISA line of the 8259A pair.

@@ -23,7 +23,17 @@
 //   - read-only memory: a store to ROM (or to shadow RAM the chipset made
 //     read-only) is dropped, as the bus drops it, and counted;
 //   - CPUID from a table of its own, so that a guest sees the same
-//     processor whatever Unicorn's model is.
+//     processor whatever Unicorn's model is;
+//   - DMA: a device that writes guest memory (platform.PC.DeviceWrote)
+//     stops the engine, which then drops its translations of those pages,
+//     so that code a disk read brings in is the code that runs.
+//
+// Guests run in real mode or in 32-bit protected mode without paging
+// (SeaBIOS, boot loaders): Unicorn 2.0.1 fetches through page tables
+// only where the virtual address is also a mapped physical one (an
+// instruction at virtual 0x401000 mapped to physical 0x1000 stops it
+// with UC_ERR_FETCH_UNMAPPED), and this platform does not deliver
+// interrupts with paging on; it says so and stops the partition.
 //
 // One engine runs a partition; its processors take turns on it (Unicorn
 // is not thread-safe, and LOCK'd instructions are not atomic across two

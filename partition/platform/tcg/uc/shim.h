@@ -47,6 +47,9 @@ static inline uc_err pt_uc_reg_read(uc_engine *uc, int r, void *v) { return pt_u
 static inline uc_err pt_uc_reg_write(uc_engine *uc, int r, const void *v) { return pt_uc.reg_write(uc, r, v); }
 static inline uc_err pt_uc_emu_start(uc_engine *uc, uint64_t begin, uint64_t until, uint64_t timeout, size_t count) { return pt_uc.emu_start(uc, begin, until, timeout, count); }
 static inline uc_err pt_uc_emu_stop(uc_engine *uc) { return pt_uc.emu_stop(uc); }
+static inline uc_err pt_uc_remove_cache(uc_engine *uc, uint64_t begin, uint64_t end) {
+	return pt_uc.ctl(uc, UC_CTL_WRITE(UC_CTL_TB_REMOVE_CACHE, 2), begin, end);
+}
 
 struct pt_engine {
 	uc_engine *uc;

@@ -256,6 +256,16 @@ func (e *Engine) Start(begin uint64) error {
 	return ucErr("run", C.pt_uc_emu_start(e.c.uc, C.uint64_t(begin), 0, 0, 0))
 }
 
+// DropCode drops the engine's translations of code in the 4 KiB page at
+// addr. Unicorn 2.0.1 reads addr as an address the processor would
+// fetch from, through its current mode: a guest physical address only
+// while paging is off. Not from inside a hook. (Unicorn's other way,
+// UC_CTL_TB_FLUSH, takes seconds here.)
+func (e *Engine) DropCode(addr uint64) error {
+	page := addr &^ 0xFFF
+	return ucErr("drop translated code", C.pt_uc_remove_cache(e.c.uc, C.uint64_t(page), C.uint64_t(page+0x1000)))
+}
+
 // Stop stops the engine from inside a hook.
 func (e *Engine) Stop() { C.pt_uc_emu_stop(e.c.uc) }
 

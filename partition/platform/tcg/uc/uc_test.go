@@ -224,3 +224,30 @@ func BenchmarkGuestStore(b *testing.B) {
 	b.ReportMetric(store, "ns/iteration-with-store")
 	b.ReportMetric(register, "ns/iteration-without")
 }
+
+// TestDropCode: code the host rewrites behind the engine runs stale
+// until its translation is dropped.
+func TestDropCode(t *testing.T) {
+	// mov $0x41, %al; out %al, $0x80; hlt
+	e, r, ram, _ := machine(t, []byte{0xB0, 'A', 0xE6, 0x80, 0xF4})
+	run := func() uint32 {
+		t.Helper()
+		if err := e.Start(0x1000); err != nil {
+			t.Fatal(err)
+		}
+		return r.outs[len(r.outs)-1]
+	}
+	if v := run(); v != 'A' {
+		t.Fatalf("first run wrote %#x", v)
+	}
+	ram[0x1001] = 'B' // the host rewrites the immediate
+	if v := run(); v != 'A' {
+		t.Logf("the engine saw the host's write without DropCode (%#x)", v)
+	}
+	if err := e.DropCode(0x1001); err != nil {
+		t.Fatal(err)
+	}
+	if v := run(); v != 'B' {
+		t.Errorf("after DropCode the engine wrote %#x, want 'B'", v)
+	}
+}
