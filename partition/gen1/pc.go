@@ -235,6 +235,9 @@ func newPartition(cfg Config) (*Partition, error) {
 		}
 	}
 	pr := cfg.Prepared
+	if pr != nil && pr.processors != cfg.Processors {
+		return nil, fmt.Errorf("%w: a machine prepared for %d processors, the partition has %d", ErrConfig, pr.processors, cfg.Processors)
+	}
 	if pr == nil {
 		pl := cfg.Platform
 		if pl == nil {

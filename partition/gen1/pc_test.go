@@ -258,13 +258,14 @@ func TestSeaBIOSBootsMBR(t *testing.T) {
 // holding testdata/name.S as its MBR (and a string in sector 2), until
 // the guest powers off; it returns COM1's and the debug port's text.
 func bootMBR(t *testing.T, name string, memory uint64, id string) (out, debug string) {
-	out, debug, _ = bootMBRPartition(t, name, memory, id)
+	out, debug, _ = bootMBRPartition(t, name, Config{Memory: memory, ID: id, Processors: 1})
 	return out, debug
 }
 
-// bootMBRPartition is bootMBR, and returns the partition too (stopped,
-// not yet closed: the test's cleanup closes it).
-func bootMBRPartition(t *testing.T, name string, memory uint64, id string) (out, debug string, p *Partition) {
+// bootMBRPartition is bootMBR with cfg's memory, ID and processors, and
+// returns the partition too (stopped, not yet closed: the test's cleanup
+// closes it).
+func bootMBRPartition(t *testing.T, name string, cfg Config) (out, debug string, p *Partition) {
 	t.Helper()
 	requireKVM(t)
 	rom := testenv.RequireFile(t, "/usr/share/seabios/bios.bin", "seabios")
@@ -285,8 +286,8 @@ func bootMBRPartition(t *testing.T, name string, memory uint64, id string) (out,
 	f.Close()
 
 	var com1, dbg syncBuffer
-	p, err = New(Config{Name: t.Name(), ID: id, Firmware: rom, Disks: []string{img}, Memory: memory,
-		Processors: 1, Serial: &com1, DebugCon: &dbg})
+	cfg.Name, cfg.Firmware, cfg.Disks, cfg.Serial, cfg.DebugCon = t.Name(), rom, []string{img}, &com1, &dbg
+	p, err = New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -307,12 +308,27 @@ func bootMBRPartition(t *testing.T, name string, memory uint64, id string) (out,
 	return com1.String(), dbg.String(), p
 }
 
+// TestSeaBIOSCountsProcessors boots SeaBIOS with four processors: it
+// wakes the others with INIT and start-up IPIs through its local APIC,
+// each checks in, and it reports all four before booting the MBR.
+func TestSeaBIOSCountsProcessors(t *testing.T) {
+	out, debug, _ := bootMBRPartition(t, "mbr", Config{Memory: 64 << 20, Processors: 4})
+	for _, want := range []string{"handle_smp: apic_id=0x1", "handle_smp: apic_id=0x2", "handle_smp: apic_id=0x3", "Found 4 cpu(s) max supported 4 cpu(s)"} {
+		if !strings.Contains(debug, want) {
+			t.Errorf("SeaBIOS's log lacks %q:\n%s", want, debug)
+		}
+	}
+	if !strings.Contains(out, "MBR-TOKEN-7f3a") {
+		t.Errorf("the MBR did not run: COM1 %q", out)
+	}
+}
+
 // TestSeaBIOSHighMemoryMap boots a 64 GiB partition: RAM past the PCI
 // hole is above 4 GiB, and the MBR sees all of it in the e820 map SeaBIOS
 // builds from fw_cfg. The memory is sparse: the host gives it pages only
 // as the guest touches them.
 func TestSeaBIOSHighMemoryMap(t *testing.T) {
-	out, _, p := bootMBRPartition(t, "e820", MaxMemory, "")
+	out, _, p := bootMBRPartition(t, "e820", Config{Memory: MaxMemory, Processors: 1})
 	if !strings.Contains(out, "E820-END") {
 		t.Fatalf("the MBR did not finish its map: %q", out)
 	}

@@ -13,8 +13,9 @@ import (
 // root keeps spare prepares one while it waits, so that a start does not
 // wait for this.
 type Prepared struct {
-	pc       platform.PC
-	platform string
+	pc         platform.PC
+	platform   string
+	processors int
 
 	closeOnce sync.Once
 	closeErr  error
@@ -27,8 +28,12 @@ func Prepare(pl platform.Platform, processors int) (*Prepared, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", pl.Name(), err)
 	}
-	return &Prepared{pc: pc, platform: pl.Name()}, nil
+	return &Prepared{pc: pc, platform: pl.Name(), processors: max(processors, 1)}, nil
 }
+
+// Processors is the number of processors the machine was made with (a
+// partition with another number cannot use it).
+func (pr *Prepared) Processors() int { return pr.processors }
 
 // Platform names the platform the machine runs on.
 func (pr *Prepared) Platform() string { return pr.platform }

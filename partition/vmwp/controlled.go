@@ -150,7 +150,7 @@ func (c *controller) start() (running, error) {
 		c.log.Info("partition started", "generation", 2, "platform", pl.Name(), "program", st.Program, "memory_bytes", st.MemoryBytes)
 		return g, nil
 	}
-	prepared, err := c.pl.takePC()
+	prepared, err := c.pl.takePC(st.Processors)
 	if err != nil {
 		mem.Close()
 		return fail(err)

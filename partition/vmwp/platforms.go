@@ -43,13 +43,28 @@ func (ps *platforms) get(g int) (platform.Platform, error) {
 	return ps.pl[g], nil
 }
 
-// takePC hands over the PC made ahead (New owns it from there).
-func (ps *platforms) takePC() (*gen1.Prepared, error) {
+// takePC hands over the PC made ahead (New owns it from there), or a
+// new one if the one made ahead has another number of processors (it is
+// made for one; a platform may fix the number with the machine).
+func (ps *platforms) takePC(processors int) (*gen1.Prepared, error) {
 	if ps.pcErr != nil {
 		return nil, fmt.Errorf("prepare the machine: %w", ps.pcErr)
 	}
 	pc := ps.pc
 	ps.pc = nil
+	if pc != nil && pc.Processors() != max(processors, 1) {
+		pc.Close()
+		pc = nil
+	}
+	if pc == nil {
+		if ps.pl[1] == nil {
+			return nil, ps.err[1]
+		}
+		var err error
+		if pc, err = gen1.Prepare(ps.pl[1], processors); err != nil {
+			return nil, fmt.Errorf("prepare the machine: %w", err)
+		}
+	}
 	return pc, nil
 }
 

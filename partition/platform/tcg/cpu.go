@@ -4,8 +4,11 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"sync"
 	"sync/atomic"
+	"time"
 
+	"github.com/partita-hv/partita/emulation/lapic"
 	"github.com/partita-hv/partita/partition/platform"
 	"github.com/partita-hv/partita/partition/platform/tcg/uc"
 )
@@ -20,148 +23,340 @@ const (
 	flagAC = 1 << 18
 )
 
-// processor is one of the PC's processors. Only the bootstrap processor
-// runs guest code in this version.
+// processor is one of the PC's processors. They take turns on the
+// machine's one engine (the baton), each with its state in a context of
+// its own while another runs.
 type processor struct {
-	m       *pc
-	id      uint32
-	started bool        // out of reset: the stub ran
-	halted  bool        // in HLT: waits for an interrupt
-	kicked  atomic.Bool // Kick asked: Run returns ExitKicked
-	idle    chan struct{}
+	m     *pc
+	id    uint32
+	lapic *lapic.APIC
+	ctx   *uc.Context
+	live  bool // ctx holds its state: it has run (under the baton)
+
+	mu      sync.Mutex
+	state   procState // guarded by mu
+	sipi    int       // a start-up vector waiting, or -1; guarded by mu
+	claimed bool      // NewProcessor gave it out; guarded by m.mu
+
+	// Under the baton.
+	halted  bool // in HLT
+	haltIF  bool // with interrupts enabled: an interrupt ends it
+	started bool // the BSP's reset ran
+
+	kicked  atomic.Bool   // Kick asked: Run returns ExitKicked
+	stopped atomic.Bool   // the engine was stopped for it, not by HLT
+	wake    chan struct{} // an event for a waiting processor (capacity 1)
 }
 
-// NewProcessor makes processor id; id 0 runs the firmware.
-func (m *pc) NewProcessor(id uint32) (platform.Processor, error) {
-	p := &processor{m: m, id: id, idle: make(chan struct{}, 1)}
-	if id == 0 {
-		m.mu.Lock()
-		if m.cpu != nil {
-			m.mu.Unlock()
-			return nil, errors.New("tcg: processor 0 exists")
-		}
-		m.cpu = p
-		m.mu.Unlock()
+type procState int
+
+const (
+	stateRun      procState = iota // running (the BSP from reset)
+	stateWaitSIPI                  // an AP after reset or INIT
+)
+
+func newProcessor(m *pc, id uint32) *processor {
+	p := &processor{m: m, id: id, sipi: -1, wake: make(chan struct{}, 1)}
+	if id != 0 {
+		p.state = stateWaitSIPI
 	}
+	p.lapic = lapic.New(lapic.Config{ID: uint8(id), BSP: id == 0, SendIPI: m.routeIPI, EOI: m.ioapic.EOI,
+		Changed: func() { m.interruptFor(p) }})
+	return p
+}
+
+// NewProcessor gives out processor id (each once); the machine made
+// them all with itself, so that a start-up IPI finds every one.
+func (m *pc) NewProcessor(id uint32) (platform.Processor, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return nil, errClosed
+	}
+	if int(id) >= len(m.cpus) {
+		return nil, fmt.Errorf("tcg: processor %d of a machine of %d", id, len(m.cpus))
+	}
+	p := m.cpus[id]
+	if p.claimed {
+		return nil, fmt.Errorf("tcg: processor %d exists", id)
+	}
+	ctx, err := m.eng.NewContext()
+	if err != nil {
+		return nil, err
+	}
+	p.ctx, p.claimed = ctx, true
 	return p, nil
 }
 
-// Kick makes Run return ExitKicked soon: the engine stops before its
-// next block, a waiting processor wakes.
-func (p *processor) Kick() {
-	p.kicked.Store(true)
-	if p.id == 0 {
-		p.m.eng.Kick()
-		select {
-		case p.m.wake <- struct{}{}:
-		default:
-		}
-	}
+// poke wakes the processor if it waits.
+func (p *processor) poke() {
 	select {
-	case p.idle <- struct{}{}:
+	case p.wake <- struct{}{}:
 	default:
 	}
 }
 
-// Close has nothing to release: the engine is the machine's.
+// stopEngine stops the engine at its next block if p is in it.
+func (p *processor) stopEngine() {
+	p.stopped.Store(true)
+	if p.m.running.Load() == p {
+		p.m.eng.Kick()
+	}
+}
+
+// Kick makes Run return ExitKicked soon.
+func (p *processor) Kick() {
+	p.kicked.Store(true)
+	p.stopEngine()
+	p.poke()
+}
+
+// init is an INIT: the processor waits for a start-up IPI (the BSP too,
+// should anything send it one).
+func (p *processor) init() {
+	p.mu.Lock()
+	p.state, p.sipi = stateWaitSIPI, -1
+	p.mu.Unlock()
+	p.lapic.Reset()
+	p.stopEngine()
+	p.poke()
+}
+
+// startup is a start-up IPI: a processor waiting for one starts in real
+// mode at vector*4096; others ignore it.
+func (p *processor) startup(vector uint8) {
+	p.mu.Lock()
+	if p.state == stateWaitSIPI && p.sipi < 0 {
+		p.sipi = int(vector)
+	}
+	p.mu.Unlock()
+	p.poke()
+}
+
+// interruptFor says p may have an interrupt to take: in the engine it
+// stops where interrupts are enabled, waiting it looks again.
+func (m *pc) interruptFor(p *processor) {
+	if m.running.Load() == p {
+		m.eng.WantInterruptWindow(true)
+	}
+	p.poke()
+}
+
+// pending reports whether p has an interrupt to take when IF allows: its
+// APIC's, or the 8259A's through LINT0 (virtual wire).
+func (p *processor) pending() bool {
+	if _, ok := p.lapic.Pending(); ok {
+		return true
+	}
+	return p.lapic.AcceptsPIC() && p.m.pic.Pending()
+}
+
+// acknowledge takes the interrupt pending() saw: the 8259A's first (its
+// ExtINT bypasses the APIC's priorities), else the APIC's.
+func (p *processor) acknowledge() (uint8, bool) {
+	if p.lapic.AcceptsPIC() && p.m.pic.Pending() {
+		if v, ok := p.m.pic.Acknowledge(); ok {
+			return uint8(v), true
+		}
+	}
+	return p.lapic.Acknowledge()
+}
+
+// Close has nothing to release: the machine frees the contexts.
 func (p *processor) Close() error { return nil }
 
-// Run runs the guest until Kick, a shutdown or a failure.
+// Run runs the processor until Kick, a shutdown or a failure. It waits
+// (without spinning) while the processor waits for a start-up IPI or is
+// in HLT, and takes the engine in turn with the others.
 func (p *processor) Run() (platform.Exit, error) {
-	if p.id != 0 {
-		// An application processor waits for a start-up IPI, which
-		// this version never sends.
-		<-p.idle
-		p.kicked.Store(false)
-		return platform.Exit{Kind: platform.ExitKicked}, nil
-	}
-	m := p.m
-	m.engine.Lock()
-	defer m.engine.Unlock()
-	m.mu.Lock()
-	closed := m.closed
-	m.mu.Unlock()
-	if closed {
-		return platform.Exit{Kind: platform.ExitFailed, Message: errClosed.Error()}, nil
-	}
-	if !m.ready {
-		m.mu.Lock()
-		err := m.mapGapsLocked()
-		m.mu.Unlock()
-		if err != nil {
-			return platform.Exit{}, err
-		}
-	}
-	if !p.started {
-		if err := p.reset(); err != nil {
-			return platform.Exit{Kind: platform.ExitFailed, Message: fmt.Sprintf("reset: %v", err)}, nil
-		}
-		p.started = true
-	}
 	for {
 		if p.kicked.Swap(false) {
-			m.eng.ClearKick()
 			return platform.Exit{Kind: platform.ExitKicked}, nil
 		}
-		if m.anyWrite.Load() {
-			// A device wrote memory (and stopped the engine for it).
-			m.eng.ClearKick()
-			if p.kicked.Load() {
-				m.eng.Kick() // the Kick that came meanwhile stands
-			}
-			if err := m.dropWritten(); err != nil {
-				return p.stop(fmt.Sprintf("processor %d: %v", p.id, err))
-			}
-		}
-		if m.fault != "" {
-			return p.stop(m.fault)
-		}
-		flags, err := m.eng.Read(uc.EFLAGS)
-		if err != nil {
-			return platform.Exit{}, err
-		}
-		if m.pic.Pending() {
-			if flags&flagIF != 0 {
-				if vector, ok := m.pic.Acknowledge(); ok {
-					p.halted = false
-					count(&m.interrupts)
-					if err := p.deliver(uint8(vector), false, false); err != nil {
-						return p.stop(err.Error())
-					}
-					continue
-				}
-			}
-			m.eng.WantInterruptWindow(true)
-		} else {
-			m.eng.WantInterruptWindow(false)
-		}
-		if p.halted {
-			// Nothing to take: wait for an interrupt or a kick.
-			<-m.wake
+		p.mu.Lock()
+		waitSIPI := p.state == stateWaitSIPI && p.sipi < 0
+		p.mu.Unlock()
+		if waitSIPI || p.halted && (!p.haltIF || !p.pending()) {
+			<-p.wake
 			continue
 		}
-		eip, err := m.eng.Read(uc.EIP)
-		if err != nil {
-			return platform.Exit{}, err
-		}
-		err = m.eng.Start(eip)
-		stopAsked := p.kicked.Load() || m.fault != "" || m.anyWrite.Load()
-		switch {
-		case err == nil && !stopAsked:
-			// HLT, or the interrupt window: the next turn tells.
-			if !m.pic.Pending() || !p.interruptsEnabled() {
-				p.halted = true
-				count(&m.halts)
-			}
-		case err == nil:
-		case errors.Is(err, uc.ErrInvalidInstruction):
-			if err := p.deliver(6, true, false); err != nil {
-				return p.stop(err.Error())
-			}
-		default:
-			return p.stop(fmt.Sprintf("processor %d: %v at %s", p.id, err, p.where()))
+		exit, done, err := p.turn()
+		if done || err != nil {
+			return exit, err
 		}
 	}
+}
+
+// turn runs the processor for one turn on the engine: at most a slice,
+// less if it halts, an interrupt comes to take, or it is kicked. done is
+// set when Run returns exit.
+func (p *processor) turn() (exit platform.Exit, done bool, err error) {
+	m := p.m
+	m.baton.acquire(p)
+	defer m.baton.release()
+	if m.isClosed() {
+		return platform.Exit{Kind: platform.ExitFailed, Message: errClosed.Error()}, true, nil
+	}
+	if err := m.switchTo(p); err != nil {
+		return platform.Exit{}, true, err
+	}
+	if err := p.begin(); err != nil {
+		exit, err := p.stop(fmt.Sprintf("processor %d: %v", p.id, err))
+		return exit, true, err
+	}
+	if m.anyWrite.Load() {
+		if err := m.dropWritten(); err != nil {
+			exit, err := p.stop(fmt.Sprintf("processor %d: %v", p.id, err))
+			return exit, true, err
+		}
+	}
+	if m.fault != "" {
+		exit, err := p.stop(m.fault)
+		return exit, true, err
+	}
+	flags, err := m.eng.Read(uc.EFLAGS)
+	if err != nil {
+		return platform.Exit{}, true, err
+	}
+	if flags&flagIF != 0 && p.pending() {
+		if vector, ok := p.acknowledge(); ok {
+			p.halted = false
+			count(&m.interrupts)
+			if err := p.deliver(vector, false, false); err != nil {
+				exit, err := p.stop(err.Error())
+				return exit, true, err
+			}
+		}
+	}
+	if p.halted {
+		return platform.Exit{}, false, nil
+	}
+	eip, err := m.eng.Read(uc.EIP)
+	if err != nil {
+		return platform.Exit{}, true, err
+	}
+	// In the engine from here: a Kick or an interrupt for p now stops it
+	// (running is set before kicked and pending are looked at).
+	m.running.Store(p)
+	if p.pending() {
+		m.eng.WantInterruptWindow(true)
+	}
+	// With others waiting for the engine, the turn ends after a slice.
+	turnOver := make(chan struct{})
+	if m.ncpu > 1 {
+		go func() {
+			t := time.NewTicker(slice)
+			defer t.Stop()
+			for {
+				select {
+				case <-turnOver:
+					return
+				case <-t.C:
+					if m.baton.waiting() {
+						p.stopEngine()
+						return
+					}
+				}
+			}
+		}()
+	}
+	if !p.kicked.Load() && !p.stopped.Load() {
+		err = m.eng.Start(eip)
+	}
+	m.running.Store(nil)
+	close(turnOver)
+	m.eng.ClearKick()
+	m.eng.WantInterruptWindow(false)
+	stopped := p.stopped.Swap(false)
+	switch {
+	case err == nil && !stopped && m.fault == "" && !m.anyWrite.Load():
+		// HLT, or the interrupt window: HLT unless an interrupt can be
+		// taken now.
+		if !p.interruptsEnabled() || !p.pending() {
+			p.halted, p.haltIF = true, p.interruptsEnabled()
+			count(&m.halts)
+		}
+	case err == nil:
+	case errors.Is(err, uc.ErrInvalidInstruction):
+		if err := p.deliver(6, true, false); err != nil {
+			exit, err := p.stop(err.Error())
+			return exit, true, err
+		}
+	default:
+		exit, err := p.stop(fmt.Sprintf("processor %d: %v at %s", p.id, err, p.where()))
+		return exit, true, err
+	}
+	return platform.Exit{}, false, nil
+}
+
+// begin brings the processor out of reset or INIT on its first turn
+// after one: the BSP through the reset stub (whose result is every
+// processor's reset state), an AP at its start-up vector.
+func (p *processor) begin() error {
+	m := p.m
+	if p.id == 0 && !p.started {
+		if !m.ready {
+			m.mu.Lock()
+			err := m.mapGapsLocked()
+			m.mu.Unlock()
+			if err != nil {
+				return err
+			}
+		}
+		if err := p.reset(); err != nil {
+			return fmt.Errorf("reset: %w", err)
+		}
+		ctx, err := m.eng.NewContext()
+		if err != nil {
+			return err
+		}
+		if err := m.eng.Save(ctx); err != nil {
+			ctx.Free()
+			return err
+		}
+		m.resetCtx, p.started, p.live = ctx, true, true
+		return nil
+	}
+	p.mu.Lock()
+	vector := p.sipi
+	if p.state == stateWaitSIPI && vector >= 0 {
+		p.state, p.sipi = stateRun, -1
+	} else {
+		vector = -1
+	}
+	p.mu.Unlock()
+	if vector < 0 {
+		return nil
+	}
+	if m.resetCtx == nil {
+		return errors.New("a start-up IPI before the bootstrap processor's reset")
+	}
+	if err := m.eng.Restore(m.resetCtx); err != nil {
+		return err
+	}
+	p.live, p.halted = true, false
+	if err := m.eng.Write(uc.CS, uint64(vector)<<8); err != nil {
+		return err
+	}
+	return m.eng.Write(uc.EIP, 0)
+}
+
+// switchTo makes the engine's processor state p's, saving the one it
+// held. Under the baton.
+func (m *pc) switchTo(p *processor) error {
+	if m.owner == p {
+		return nil
+	}
+	if o := m.owner; o != nil && o.live {
+		if err := m.eng.Save(o.ctx); err != nil {
+			return err
+		}
+	}
+	m.owner = p
+	if p.live {
+		return m.eng.Restore(p.ctx)
+	}
+	return nil
 }
 
 // stop ends the machine's run: a failed delivery is a triple fault.
@@ -440,6 +635,10 @@ func (p *processor) deliverProtected(vector uint8, errorCode bool) error {
 
 // Regs reads the general registers (32-bit), EIP and EFLAGS.
 func (p *processor) Regs() (platform.Regs, error) {
+	if err := p.own(); err != nil {
+		return platform.Regs{}, err
+	}
+	defer p.m.baton.release()
 	r, err := p.regs(uc.EAX, uc.EBX, uc.ECX, uc.EDX, uc.ESI, uc.EDI, uc.ESP, uc.EBP, uc.EIP, uc.EFLAGS)
 	if err != nil {
 		return platform.Regs{}, err
@@ -449,6 +648,10 @@ func (p *processor) Regs() (platform.Regs, error) {
 
 // SetRegs writes them.
 func (p *processor) SetRegs(v platform.Regs) error {
+	if err := p.own(); err != nil {
+		return err
+	}
+	defer p.m.baton.release()
 	for _, w := range []struct {
 		reg uc.Reg
 		v   uint64
@@ -457,6 +660,21 @@ func (p *processor) SetRegs(v platform.Regs) error {
 		if err := p.m.eng.Write(w.reg, w.v); err != nil {
 			return err
 		}
+	}
+	return nil
+}
+
+// own takes the baton with p's state in the engine, for a caller outside
+// Run; it fails for a processor that has not started.
+func (p *processor) own() error {
+	p.m.baton.acquire(p)
+	if !p.live && p.m.owner != p {
+		p.m.baton.release()
+		return fmt.Errorf("tcg: processor %d has not started", p.id)
+	}
+	if err := p.m.switchTo(p); err != nil {
+		p.m.baton.release()
+		return err
 	}
 	return nil
 }

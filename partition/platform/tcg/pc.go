@@ -10,6 +10,8 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/partita-hv/partita/emulation/ioapic"
+	"github.com/partita-hv/partita/emulation/lapic"
 	"github.com/partita-hv/partita/emulation/pic"
 	"github.com/partita-hv/partita/emulation/pit"
 	"github.com/partita-hv/partita/partition/platform"
@@ -27,10 +29,11 @@ type region struct {
 
 // pc is a Generation 1 machine on one Unicorn engine.
 type pc struct {
-	log hclog.Logger
-	eng *uc.Engine
-	pic *pic.PIC
-	pit *pit.PIT
+	log    hclog.Logger
+	eng    *uc.Engine
+	pic    *pic.PIC
+	pit    *pit.PIT
+	ioapic *ioapic.IOAPIC
 
 	// mu guards the memory map and the devices; the engine's hooks run
 	// with it not held (they run inside Start).
@@ -38,7 +41,15 @@ type pc struct {
 	regions map[uint64]region // by GPA, RAM, ROM and MMIO alike
 	ready   bool              // the gaps below 4 GiB are MMIO (the first run)
 	closed  bool              // Close has begun: the engine may be gone
-	cpu     *processor        // the bootstrap processor, which runs in the engine
+
+	// The processors, made with the machine (a start-up IPI must find
+	// every one), and their turns on the engine.
+	cpus     []*processor
+	ncpu     int
+	baton    baton
+	running  atomic.Pointer[processor] // the one inside Start
+	owner    *processor                // whose state the engine holds; under the baton
+	resetCtx *uc.Context               // a processor's state out of reset; under the baton
 
 	// Pages devices wrote behind the engine (DeviceWrote), whose
 	// translations the processor drops before it runs again.
@@ -50,10 +61,6 @@ type pc struct {
 	// every access, without a lock.
 	devices atomic.Pointer[platform.Devices]
 
-	engine sync.Mutex // one processor in the engine at a time
-
-	wake chan struct{} // a processor waiting in HLT looks again (capacity 1)
-
 	// Set by the hooks on the thread in the engine, read after Start.
 	fault string  // a reason to stop the machine
 	data  [8]byte // an access's bytes: a local would escape to the heap
@@ -61,6 +68,7 @@ type pc struct {
 	// Counters: only the thread in the engine writes them (count).
 	ports, mmioAccesses, interrupts, halts, romWrites atomic.Uint64
 	unmappedPorts                                     atomic.Uint64
+	droppedMessages                                   atomic.Uint64 // NMI, SMI, ExtINT messages: any thread
 
 	closeOnce sync.Once
 	closeErr  error
@@ -71,28 +79,57 @@ func (pl *Platform) NewPC(cfg platform.PCConfig) (platform.PC, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = hclog.NewNullLogger()
 	}
-	m := &pc{log: cfg.Logger.Named("tcg"), regions: map[uint64]region{}, wake: make(chan struct{}, 1)}
+	n := max(cfg.Processors, 1)
+	if n > maxProcessors {
+		return nil, fmt.Errorf("tcg: %d processors, at most %d", n, maxProcessors)
+	}
+	m := &pc{log: cfg.Logger.Named("tcg"), regions: map[uint64]region{}, ncpu: n}
 	m.pic = pic.New(m.interruptChanged)
-	m.pit = pit.New(func(level bool) { m.pic.SetIRQ(0, level) }, nil)
+	m.ioapic = ioapic.New(ioapic.Config{Deliver: m.routeIOAPIC})
+	// The timer's line is IRQ 0 of the 8259A and pin 0 of the IOAPIC
+	// (GSI 0, KVM's default wiring).
+	m.pit = pit.New(func(level bool) { m.setLine(0, level) }, nil)
+	for id := range n {
+		m.cpus = append(m.cpus, newProcessor(m, uint32(id)))
+	}
 	eng, err := uc.Open(hooks{m})
 	if err != nil {
-		m.pit.Close()
+		m.closeDevices()
 		return nil, fmt.Errorf("%w: %w", platform.ErrUnavailable, err)
 	}
 	m.eng = eng
 	return m, nil
 }
 
-// interruptChanged runs when the interrupt controllers' output may have
-// changed: a processor in the engine stops where it could take one, and
-// one in HLT looks again.
+// maxProcessors is the most a machine has: APIC IDs are a byte, 0xFF
+// the broadcast.
+const maxProcessors = 64
+
+// interruptChanged runs when the 8259A's output may have changed: it
+// reaches the bootstrap processor, through LINT0.
 func (m *pc) interruptChanged() {
 	if m.pic.Pending() {
-		m.eng.WantInterruptWindow(true)
-		select {
-		case m.wake <- struct{}{}:
-		default:
-		}
+		m.interruptFor(m.cpus[0])
+	}
+}
+
+// setLine drives ISA line irq: 8259A input irq and IOAPIC pin irq.
+func (m *pc) setLine(irq int, level bool) {
+	m.pic.SetIRQ(irq, level)
+	m.ioapic.SetPin(irq, level)
+}
+
+func (m *pc) isClosed() bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.closed
+}
+
+// closeDevices stops the devices that run on timers.
+func (m *pc) closeDevices() {
+	m.pit.Close()
+	for _, p := range m.cpus {
+		p.lapic.Close()
 	}
 }
 
@@ -229,9 +266,16 @@ func (m *pc) dropWritten() error {
 	return nil
 }
 
-// SetIRQ drives an ISA line of the 8259A pair.
+// SetIRQ drives an ISA line: the 8259A pair's input and the IOAPIC's
+// pin of the same number.
 func (m *pc) SetIRQ(irq uint32, level bool) error {
-	m.pic.SetIRQ(int(irq), level)
+	if irq >= ioapic.Pins {
+		return fmt.Errorf("tcg: IRQ %d: the IOAPIC has %d pins", irq, ioapic.Pins)
+	}
+	if irq < 16 {
+		m.pic.SetIRQ(int(irq), level)
+	}
+	m.ioapic.SetPin(int(irq), level)
 	return nil
 }
 
@@ -246,6 +290,7 @@ func (m *pc) Counters() map[string]uint64 {
 	return map[string]uint64{
 		"io": m.ports.Load(), "mmio": m.mmioAccesses.Load(), "interrupt": m.interrupts.Load(),
 		"hlt": m.halts.Load(), "rom_write": m.romWrites.Load(), "io_unmapped": m.unmappedPorts.Load(),
+		"interrupt_dropped": m.droppedMessages.Load(),
 	}
 }
 
@@ -255,10 +300,14 @@ func (m *pc) Close() error {
 		m.mu.Lock()
 		m.closed = true
 		m.mu.Unlock()
-		m.pit.Close()
-		m.engine.Lock()
+		m.closeDevices()
+		m.baton.acquire(nil) // no processor in the engine from here
+		for _, p := range m.cpus {
+			p.ctx.Free()
+		}
+		m.resetCtx.Free()
 		m.closeErr = m.eng.Close()
-		m.engine.Unlock()
+		m.baton.release()
 	})
 	return m.closeErr
 }
@@ -334,13 +383,32 @@ func (m *pc) devicesOf() platform.Devices {
 	return nil
 }
 
+// apic returns the APIC device an MMIO address belongs to: the running
+// processor's local APIC, or the IOAPIC.
+func (m *pc) apic(addr uint64) (dev interface {
+	Read(uint64, []byte)
+	Write(uint64, []byte)
+}, offset uint64) {
+	switch {
+	case addr-lapic.Base < lapic.Size:
+		if p := m.running.Load(); p != nil {
+			return p.lapic, addr - lapic.Base
+		}
+	case addr-ioapic.Base < ioapic.Size:
+		return m.ioapic, addr - ioapic.Base
+	}
+	return nil, 0
+}
+
 func (h hooks) MMIORead(addr uint64, size int) uint64 {
 	m := h.m
 	count(&m.mmioAccesses)
 	b := &m.data
 	*b = [8]byte{}
 	data := b[:min(max(size, 1), 8)]
-	if d := m.devicesOf(); d != nil {
+	if dev, off := m.apic(addr); dev != nil {
+		dev.Read(off, data)
+	} else if d := m.devicesOf(); d != nil {
 		d.ReadMMIO(addr, data)
 	} else {
 		for i := range data {
@@ -355,12 +423,18 @@ func (h hooks) MMIOWrite(addr uint64, size int, value uint64) {
 	count(&m.mmioAccesses)
 	b := &m.data
 	binary.LittleEndian.PutUint64(b[:], value)
-	if d := m.devicesOf(); d != nil {
+	if dev, off := m.apic(addr); dev != nil {
+		dev.Write(off, b[:min(max(size, 1), 8)])
+	} else if d := m.devicesOf(); d != nil {
 		d.WriteMMIO(addr, b[:min(max(size, 1), 8)])
 	}
 }
 
-func (h hooks) Interrupt(vector uint32) { h.m.cpu.softwareInterrupt(vector) }
+func (h hooks) Interrupt(vector uint32) {
+	if p := h.m.running.Load(); p != nil {
+		p.softwareInterrupt(vector)
+	}
+}
 
 func (h hooks) CPUID() bool {
 	eng := h.m.eng
@@ -369,7 +443,11 @@ func (h hooks) CPUID() bool {
 	if err1 != nil || err2 != nil {
 		return false
 	}
-	l := cpuidLeaf(uint32(eax), uint32(ecx), 0)
+	var id uint32
+	if p := h.m.running.Load(); p != nil {
+		id = p.id
+	}
+	l := cpuidLeaf(uint32(eax), uint32(ecx), id)
 	for i, r := range []uc.Reg{uc.EAX, uc.EBX, uc.ECX, uc.EDX} {
 		eng.Write(r, uint64(l[i]))
 	}

@@ -35,13 +35,19 @@
 // with UC_ERR_FETCH_UNMAPPED), and this platform does not deliver
 // interrupts with paging on; it says so and stops the partition.
 //
-// One engine runs a partition; its processors take turns on it (Unicorn
-// is not thread-safe, and LOCK'd instructions are not atomic across two
-// engines sharing memory). This version runs the bootstrap processor;
-// the others wait, as processors that never get a start-up IPI do, and
-// the CPUID table has no local APIC, so firmware counts one processor.
-// Port I/O and MMIO are served inside the engine's hooks, through the
-// PC's buses (platform.Devices): the platform counts them.
+// One engine runs a partition, and its processors take turns on it
+// (Unicorn is not thread-safe, and LOCK'd instructions are not atomic
+// across two engines sharing memory): each keeps its state in a context
+// of its own while another runs, a turn lasts until the processor halts
+// or 2 ms pass with another waiting, and a processor that waits (in HLT,
+// or for its start-up IPI) sleeps. Each processor has a local APIC
+// (emulation/lapic) and the machine an IOAPIC (emulation/ioapic), wired
+// as KVM wires them by default: ISA line n is 8259A input n and IOAPIC
+// pin n; the 8259A reaches the bootstrap processor through LINT0. INIT
+// and start-up IPIs start the others, so SeaBIOS counts them all. Port
+// I/O and MMIO are served inside the engine's hooks, through the PC's
+// buses (platform.Devices), after the APICs' pages: the platform counts
+// them.
 package tcg
 
 import (

@@ -29,6 +29,10 @@ const char *pt_load(void) {
 		{"uc_reg_write", (void **)&pt_uc.reg_write},
 		{"uc_emu_start", (void **)&pt_uc.emu_start},
 		{"uc_emu_stop", (void **)&pt_uc.emu_stop},
+		{"uc_context_alloc", (void **)&pt_uc.context_alloc},
+		{"uc_context_save", (void **)&pt_uc.context_save},
+		{"uc_context_restore", (void **)&pt_uc.context_restore},
+		{"uc_context_free", (void **)&pt_uc.context_free},
 	};
 	for (size_t i = 0; i < sizeof syms / sizeof syms[0]; i++) {
 		*syms[i].fn = dlsym(lib, syms[i].name);

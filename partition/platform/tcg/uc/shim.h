@@ -28,6 +28,10 @@ struct pt_lib {
 	uc_err (*reg_write)(uc_engine *uc, int regid, const void *value);
 	uc_err (*emu_start)(uc_engine *uc, uint64_t begin, uint64_t until, uint64_t timeout, size_t count);
 	uc_err (*emu_stop)(uc_engine *uc);
+	uc_err (*context_alloc)(uc_engine *uc, uc_context **context);
+	uc_err (*context_save)(uc_engine *uc, uc_context *context);
+	uc_err (*context_restore)(uc_engine *uc, uc_context *context);
+	uc_err (*context_free)(uc_context *context);
 };
 extern struct pt_lib pt_uc;
 
@@ -47,6 +51,10 @@ static inline uc_err pt_uc_reg_read(uc_engine *uc, int r, void *v) { return pt_u
 static inline uc_err pt_uc_reg_write(uc_engine *uc, int r, const void *v) { return pt_uc.reg_write(uc, r, v); }
 static inline uc_err pt_uc_emu_start(uc_engine *uc, uint64_t begin, uint64_t until, uint64_t timeout, size_t count) { return pt_uc.emu_start(uc, begin, until, timeout, count); }
 static inline uc_err pt_uc_emu_stop(uc_engine *uc) { return pt_uc.emu_stop(uc); }
+static inline uc_err pt_uc_context_alloc(uc_engine *uc, uc_context **c) { return pt_uc.context_alloc(uc, c); }
+static inline uc_err pt_uc_context_save(uc_engine *uc, uc_context *c) { return pt_uc.context_save(uc, c); }
+static inline uc_err pt_uc_context_restore(uc_engine *uc, uc_context *c) { return pt_uc.context_restore(uc, c); }
+static inline uc_err pt_uc_context_free(uc_context *c) { return pt_uc.context_free(c); }
 static inline uc_err pt_uc_remove_cache(uc_engine *uc, uint64_t begin, uint64_t end) {
 	return pt_uc.ctl(uc, UC_CTL_WRITE(UC_CTL_TB_REMOVE_CACHE, 2), begin, end);
 }

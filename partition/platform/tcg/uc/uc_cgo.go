@@ -266,6 +266,38 @@ func (e *Engine) DropCode(addr uint64) error {
 	return ucErr("drop translated code", C.pt_uc_remove_cache(e.c.uc, C.uint64_t(page), C.uint64_t(page+0x1000)))
 }
 
+// Context is a processor's state kept outside the engine: several
+// processors take turns on one engine, each saving its state when
+// another takes it.
+type Context struct{ c *C.uc_context }
+
+// NewContext allocates a context (in C memory; Free releases it).
+func (e *Engine) NewContext() (*Context, error) {
+	var c *C.uc_context
+	if err := ucErr("allocate a context", C.pt_uc_context_alloc(e.c.uc, &c)); err != nil {
+		return nil, err
+	}
+	return &Context{c}, nil
+}
+
+// Save copies the engine's processor state into ctx; Restore copies it
+// back. Not from inside a hook.
+func (e *Engine) Save(ctx *Context) error {
+	return ucErr("save a context", C.pt_uc_context_save(e.c.uc, ctx.c))
+}
+
+func (e *Engine) Restore(ctx *Context) error {
+	return ucErr("restore a context", C.pt_uc_context_restore(e.c.uc, ctx.c))
+}
+
+// Free releases the context.
+func (c *Context) Free() {
+	if c != nil && c.c != nil {
+		C.pt_uc_context_free(c.c)
+		c.c = nil
+	}
+}
+
 // Stop stops the engine from inside a hook.
 func (e *Engine) Stop() { C.pt_uc_emu_stop(e.c.uc) }
 

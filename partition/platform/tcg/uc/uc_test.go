@@ -251,3 +251,38 @@ func TestDropCode(t *testing.T) {
 		t.Errorf("after DropCode the engine wrote %#x, want 'B'", v)
 	}
 }
+
+// TestContexts: two processor states take turns on one engine.
+func TestContexts(t *testing.T) {
+	// inc %eax; hlt
+	e, _, _, _ := machine(t, []byte{0x40, 0xF4})
+	a, err := e.NewContext()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Free()
+	b, _ := e.NewContext()
+	defer b.Free()
+	e.Write(EAX, 100)
+	e.Save(a)
+	e.Write(EAX, 200)
+	e.Save(b)
+	for i := 0; i < 3; i++ {
+		for _, c := range []*Context{a, b} {
+			if err := e.Restore(c); err != nil {
+				t.Fatal(err)
+			}
+			if err := e.Start(0x1000); err != nil {
+				t.Fatal(err)
+			}
+			e.Save(c)
+		}
+	}
+	e.Restore(a)
+	va, _ := e.Read(EAX)
+	e.Restore(b)
+	vb, _ := e.Read(EAX)
+	if va != 103 || vb != 203 {
+		t.Errorf("EAX %d and %d after three turns each, want 103 and 203", va, vb)
+	}
+}
