@@ -165,6 +165,16 @@ func TestBareMetalDMARead(t *testing.T) {
 	}
 }
 
+// TestAPICTimer takes the PIT's interrupts through the IOAPIC and the
+// local APIC in protected mode, with the 8259As masked: routing, delivery
+// through the IDT and the EOI, on whichever platform runs Generation 1.
+func TestAPICTimer(t *testing.T) {
+	r, out, _ := runROM(t, buildROM(t, "apic"))
+	if !r.PowerOff || out != "APIC-OK" {
+		t.Fatalf("stopped with %q, COM1 %q", r, out)
+	}
+}
+
 // TestDMAOverCode runs code in RAM, has the IDE controller DMA other
 // code over it, and runs it again: the new code must run, on a platform
 // that caches translated code too.

@@ -260,22 +260,22 @@ func (p *processor) turn() (exit platform.Exit, done bool, err error) {
 			}
 		}()
 	}
-	if !p.kicked.Load() && !p.stopped.Load() {
+	ran := !p.kicked.Load() && !p.stopped.Load()
+	if ran {
 		err = m.eng.Start(eip)
 	}
 	m.running.Store(nil)
 	close(turnOver)
 	m.eng.ClearKick()
 	m.eng.WantInterruptWindow(false)
-	stopped := p.stopped.Swap(false)
+	p.stopped.Store(false)
 	switch {
-	case err == nil && !stopped && m.fault == "" && !m.anyWrite.Load():
-		// HLT, or the interrupt window: HLT unless an interrupt can be
-		// taken now.
-		if !p.interruptsEnabled() || !p.pending() {
-			p.halted, p.haltIF = true, p.interruptsEnabled()
-			count(&m.halts)
-		}
+	case !ran:
+		// Asked to stop before it ran: the next turn looks why.
+	case err == nil && m.eng.Stopped() == uc.NotStopped && m.fault == "":
+		// HLT (EIP is past it); an interrupt ends it.
+		p.halted, p.haltIF = true, p.interruptsEnabled()
+		count(&m.halts)
 	case err == nil:
 	case errors.Is(err, uc.ErrInvalidInstruction):
 		if err := p.deliver(6, true, false); err != nil {

@@ -53,14 +53,17 @@ void pt_set(int *flag, int v) { __atomic_store_n(flag, v, __ATOMIC_SEQ_CST); }
 static void block_hook(uc_engine *uc, uint64_t addr, uint32_t size, void *u) {
 	struct pt_engine *e = u;
 	if (__atomic_load_n(&e->stop, __ATOMIC_RELAXED)) {
+		e->why = PT_STOP_KICK;
 		pt_uc.emu_stop(uc);
 		return;
 	}
 	if (__atomic_load_n(&e->irq, __ATOMIC_RELAXED)) {
 		uint64_t fl = 0;
 		pt_uc.reg_read(uc, UC_X86_REG_EFLAGS, &fl);
-		if (fl & 0x200)
+		if (fl & 0x200) {
+			e->why = PT_STOP_WINDOW;
 			pt_uc.emu_stop(uc);
+		}
 	}
 }
 

@@ -64,7 +64,10 @@ struct pt_engine {
 	uintptr_t handle;   // the Go engine's slot (engines in uc_cgo.go)
 	int stop;           // atomic: stop at the next block
 	int irq;            // atomic: stop at the next block where IF is set
+	int why;            // why the block hook stopped the engine (PT_STOP_*), 0 if it did not
 };
+
+enum { PT_STOP_KICK = 1, PT_STOP_WINDOW = 2 };
 
 struct pt_mmio {
 	uintptr_t handle;

@@ -251,10 +251,25 @@ func (e *Engine) Unmap(addr, size uint64) error {
 }
 
 // Start runs the guest from EIP begin (an offset in CS) until a hook
-// stops it, HLT, or a fault the engine cannot take (the error).
+// stops it, HLT, or a fault the engine cannot take (the error). Stopped
+// says afterwards whether Kick or the interrupt window stopped it.
 func (e *Engine) Start(begin uint64) error {
+	e.c.why = 0
 	return ucErr("run", C.pt_uc_emu_start(e.c.uc, C.uint64_t(begin), 0, 0, 0))
 }
+
+// StopCause is why the engine's last Start ended early.
+type StopCause int
+
+const (
+	NotStopped     StopCause = 0                // HLT, a hook's Stop, or an error
+	StoppedByKick  StopCause = C.PT_STOP_KICK   // Kick
+	StoppedAtIRQOn StopCause = C.PT_STOP_WINDOW // WantInterruptWindow, with IF set
+)
+
+// Stopped says whether Kick or the interrupt window ended the last Start
+// (read it after Start returns).
+func (e *Engine) Stopped() StopCause { return StopCause(e.c.why) }
 
 // DropCode drops the engine's translations of code in the 4 KiB page at
 // addr. Unicorn 2.0.1 reads addr as an address the processor would

@@ -171,6 +171,9 @@ func TestKick(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		if c := e.Stopped(); c != StoppedByKick {
+			t.Errorf("stop cause %d, want StoppedByKick", c)
+		}
 		t.Logf("stopped %v after Kick", time.Since(kicked))
 	case <-time.After(5 * time.Second):
 		t.Fatal("Kick did not stop a spinning guest")
@@ -187,6 +190,14 @@ func TestKick(t *testing.T) {
 	ecx, _ := e.Read(ECX)
 	if flags&(1<<9) == 0 || ecx != 0 {
 		t.Errorf("stopped with EFLAGS %#x ECX %d, want IF set after the loop", flags, ecx)
+	}
+	if c := e.Stopped(); c != StoppedAtIRQOn {
+		t.Errorf("stop cause %d, want StoppedAtIRQOn", c)
+	}
+	// HLT: no cause.
+	e, _, _, _ = machine(t, []byte{0xF4})
+	if err := e.Start(0x1000); err != nil || e.Stopped() != NotStopped {
+		t.Errorf("HLT: %v, stop cause %d", err, e.Stopped())
 	}
 }
 
