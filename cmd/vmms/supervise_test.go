@@ -368,3 +368,76 @@ func alive(pid int) bool {
 	i := strings.LastIndexByte(string(stat), ')')
 	return i < 0 || i+2 >= len(stat) || stat[i+2] != 'Z'
 }
+
+// TestResetLoopGen1: a guest that resets its machine over and over
+// (every ~100 ms) is a power cycle each time, and is turned off on
+// request within 100 ms even mid-loop; left alone, the root leaves it
+// off after maxResets resets in a minute. A bystander partition runs on
+// throughout.
+func TestResetLoopGen1(t *testing.T) {
+	requireGen1(t)
+	v := startVMMS(t, t.TempDir())
+	bystander := unique("bystander")
+	img, _ := testguest.ConsoleDisk(t, t.TempDir())
+	v.defineGen1(bystander, img)
+	if j := v.change(bystander, wmiapi.RequestRunning); j.JobState != wmiapi.JobCompleted {
+		t.Fatalf("start %s: %+v", bystander, j)
+	}
+	looper := unique("looper")
+	rom := testguest.AssembleToFile(t, testguest.WorkerROM("resetloop"), "0")
+	if s := v.callQuiet("POST", wmiapi.Prefix+"/Msvm_VirtualSystemManagementService/DefineSystem", wmiapi.DefineSystemRequest{
+		SystemSettings:   wmiapi.VirtualSystemSettingData{ElementName: looper, FirmwareFile: rom},
+		ResourceSettings: []wmiapi.ResourceSettingData{{ResourceType: wmiapi.ResourceMemory, VirtualQuantity: 16}}}); s != 201 {
+		t.Fatalf("define %s: %d", looper, s)
+	}
+
+	// Turned off mid-loop: after its second power cycle.
+	if j := v.change(looper, wmiapi.RequestRunning); j.JobState != wmiapi.JobCompleted {
+		t.Fatalf("start %s: %+v", looper, j)
+	}
+	pids := map[int]bool{}
+	for deadline := time.Now().Add(30 * time.Second); len(pids) < 3; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d workers in 30 s, want a third after two resets", len(pids))
+		}
+		if cs := v.system(looper); cs.ProcessID != 0 {
+			pids[cs.ProcessID] = true
+		}
+	}
+	asked := time.Now()
+	if j := v.change(looper, wmiapi.RequestOff); j.JobState != wmiapi.JobCompleted {
+		t.Fatalf("turn off mid-loop: %+v", j)
+	}
+	took := time.Since(asked)
+	if cs := v.system(looper); cs.EnabledState != wmiapi.StateOff {
+		t.Fatalf("after turn-off: %+v", cs)
+	}
+	t.Logf("turned off %v after the request, in its reset loop", took.Round(time.Millisecond))
+	if took > 100*time.Millisecond {
+		t.Errorf("turn-off took %v, want at most 100 ms", took)
+	}
+
+	// Left alone: off after maxResets resets, with the reason.
+	if j := v.change(looper, wmiapi.RequestRunning); j.JobState != wmiapi.JobCompleted {
+		t.Fatalf("start %s again: %+v", looper, j)
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		cs := v.system(looper)
+		if cs.EnabledState == wmiapi.StateOff {
+			if !strings.Contains(cs.LastStopReason, "resets within") {
+				t.Errorf("left off with reason %q", cs.LastStopReason)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("still resetting after 60 s: %+v", cs)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if cs := v.system(bystander); cs.EnabledState != wmiapi.StateRunning {
+		t.Fatalf("bystander: %+v", cs)
+	}
+	v.sendConsole(bystander, "still there\n")
+	v.waitConsole(bystander, 20*time.Second, "STILL THERE")
+}
