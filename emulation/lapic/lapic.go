@@ -257,6 +257,8 @@ func (a *APIC) Write(offset uint64, data []byte) {
 		a.dfr = v | 0x0FFFFFFF
 	case reg == regSVR:
 		a.svr = v & (0xFF | svrEnabled | 1<<12)
+		// Software disable sets every LVT mask and keeps them set
+		// (SDM 10.4.7.2).
 		if v&svrEnabled == 0 {
 			for i := range a.lvt {
 				a.lvt[i] |= lvtMasked

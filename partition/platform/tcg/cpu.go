@@ -123,7 +123,8 @@ func (p *processor) init() {
 }
 
 // startup is a start-up IPI: a processor waiting for one starts in real
-// mode at vector*4096; others ignore it.
+// mode at vector*4096 (CS = vector*256, IP = 0); others ignore it (SDM
+// volume 3, 8.4.4.1 and 10.6.1).
 func (p *processor) startup(vector uint8) {
 	p.mu.Lock()
 	if p.state == stateWaitSIPI && p.sipi < 0 {
